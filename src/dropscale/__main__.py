@@ -1,0 +1,3 @@
+from dropscale.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""Functional dropout with an explicit scaling convention.
+
+Notation (used throughout dropscale): ``p`` is the drop probability, ``q = 1 - p``
+the keep probability, ``m ~ Bernoulli(q)`` the mask. Under a convention with
+factors ``(a, b)`` the training output is ``a * m * x`` and the inference output
+is ``b * x`` (see :mod:`dropscale.scaling`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from dropscale.scaling import ScalingLike, get_scaling
+
+__all__ = ["dropout", "dropout_mask", "mask_shape", "resolve_p"]
+
+_P_HELP = (
+    "p is the probability of dropping a unit (PyTorch's meaning); "
+    "to give the probability of keeping it, pass keep_prob= instead"
+)
+
+
+def _check_probability(name: str, value: object) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise TypeError(
+                f"{name} must be a single number, got a tensor of shape "
+                f"{tuple(value.shape)}"
+            )
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a number in [0, 1], got {value!r} "
+            f"of type {type(value).__name__}"
+        )
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}; {_P_HELP}")
+    return value
+
+
+def resolve_p(p: float | None = None, keep_prob: float | None = None) -> float:
+    """Return the drop probability from exactly one of ``p`` and ``keep_prob``.
+
+    ``keep_prob`` is ``q``; the result is ``p = 1 - q``.
+
+    Raises:
+        TypeError: both or neither given, or a value that is not a number.
+        ValueError: a value outside [0, 1] or NaN, naming the value received.
+    """
+    if p is None and keep_prob is None:
+        raise TypeError("give the drop probability p (or keep_prob=), not neither")
+    if p is not None and keep_prob is not None:
+        raise TypeError(
+            f"give p or keep_prob, not both (got p={p!r}, keep_prob={keep_prob!r})"
+        )
+    if keep_prob is not None:
+        return 1.0 - _check_probability("keep_prob", keep_prob)
+    return _check_probability("p", p)
+
+
+def _check_dtype(x: Tensor) -> None:
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(
+            f"dropout needs a floating-point tensor, got dtype {x.dtype}; "
+            "convert it first, for example x.float()"
+        )
+
+
+def mask_shape(shape: Sequence[int], shared_dims: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` with every dim in ``shared_dims`` set to 1 (one decision shared
+    along it). Negative dims count from the end.
+
+    Raises:
+        ValueError: a dim out of range for ``shape``, naming it.
+    """
+    out = list(shape)
+    for d in shared_dims:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise TypeError(f"shared_dims: dims must be integers, got {d!r}")
+        if not -len(out) <= d < len(out):
+            raise ValueError(
+                f"shared_dims: dim {d} is out of range for a tensor with "
+                f"{len(out)} dims (valid: {-len(out)} to {len(out) - 1})"
+            )
+        out[d] = 1
+    return tuple(out)
+
+
+def _keep_mask(
+    shape: Sequence[int], q: float, device: torch.device, generator
+) -> Tensor:
+    """Boolean mask with ``P(True) = q``, drawn from ``generator`` if given."""
+    u = torch.rand(tuple(shape), device=device, generator=generator)
+    return u < q
+
+
+def dropout_mask(
+    x: Tensor,
+    size: Sequence[int],
+    p: float | None = None,
+    *,
+    keep_prob: float | None = None,
+    scaling: ScalingLike = "inverted",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """A training mask of shape ``size``: 0 where dropped, ``a(q)`` where kept.
+
+    It has ``x``'s dtype and device, so ``x * dropout_mask(x, (B, 1, H), p)``
+    is dropout with one mask shared over dimension 1. At ``p = 1`` the mask is
+    all zeros.
+
+    Args:
+        x: tensor whose dtype and device the mask takes.
+        size: shape of the mask; broadcast it against ``x``.
+        p: drop probability (or ``keep_prob=``, the keep probability ``q``).
+        scaling: the convention whose training factor ``a(q)`` kept units get.
+        generator: random generator for reproducible masks.
+    """
+    p = resolve_p(p, keep_prob)
+    _check_dtype(x)
+    a, _ = get_scaling(scaling).factors(1.0 - p)
+    size = tuple(int(s) for s in size)
+    if p == 0.0:
+        return torch.full(size, a, dtype=x.dtype, device=x.device)
+    if p == 1.0:
+        return torch.zeros(size, dtype=x.dtype, device=x.device)
+    keep = _keep_mask(size, 1.0 - p, x.device, generator)
+    return keep.to(x.dtype) * a
+
+
+def dropout(
+    x: Tensor,
+    p: float | None = None,
+    *,
+    keep_prob: float | None = None,
+    scaling: ScalingLike = "inverted",
+    training: bool,
+    generator: torch.Generator | None = None,
+    shared_dims: Sequence[int] = (),
+) -> Tensor:
+    """Dropout under an explicit scaling convention.
+
+    Training: ``y = a(q) * m * x`` with ``m ~ Bernoulli(q)`` per element.
+    Inference: ``y = b(q) * x``.
+
+    Edge cases: ``p = 0`` returns ``x`` itself in every convention (nothing is
+    dropped, so nothing is rescaled); ``p = 1`` in training returns exact zeros
+    with zero gradient, also for infinite inputs; an integer or bool tensor is
+    returned unchanged unless dropout would act (training with ``p > 0``), where
+    it is a ``TypeError``.
+
+    Args:
+        x: input tensor.
+        p: drop probability in [0, 1] (or ``keep_prob=``, the keep probability).
+        scaling: convention name, :class:`~dropscale.scaling.Scaling` or ``(a, b)``.
+        training: required; ``True`` drops units, ``False`` applies ``b(q)``.
+        generator: random generator for reproducible masks.
+        shared_dims: dims along which one mask decision is shared (for example
+            the spatial dims for channel dropout, the time dim for RNNs).
+    """
+    if not isinstance(training, bool):
+        raise TypeError(f"training must be True or False, got {training!r}")
+    p = resolve_p(p, keep_prob)
+    conv = get_scaling(scaling)
+    shape = mask_shape(x.shape, shared_dims)
+    if p == 0.0 or x.numel() == 0:
+        return x
+    if not training:
+        if not (x.is_floating_point() or x.is_complex()):
+            return x
+        _, b = conv.factors(1.0 - p)
+        return x if b == 1.0 else x * b
+    _check_dtype(x)
+    if p == 1.0:
+        # Multiplying by zero would turn inf into NaN; masking keeps exact zeros
+        # and gives a zero gradient.
+        return x.masked_fill(torch.ones((), dtype=torch.bool, device=x.device), 0)
+    a, _ = conv.factors(1.0 - p)
+    keep = _keep_mask(shape, 1.0 - p, x.device, generator)
+    return torch.where(keep, x * a, torch.zeros((), dtype=x.dtype, device=x.device))
