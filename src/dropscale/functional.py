@@ -17,7 +17,14 @@ from torch import Tensor
 
 from dropscale.scaling import ScalingLike, get_scaling
 
-__all__ = ["dropout", "dropout_mask", "mask_shape", "resolve_p"]
+__all__ = [
+    "dropout",
+    "dropout_mask",
+    "effective_keep_prob",
+    "keep_mask",
+    "mask_shape",
+    "resolve_p",
+]
 
 _P_HELP = (
     "p is the probability of dropping a unit (PyTorch's meaning); "
@@ -92,10 +99,27 @@ def mask_shape(shape: Sequence[int], shared_dims: Sequence[int]) -> tuple[int, .
     return tuple(out)
 
 
-def _keep_mask(
-    shape: Sequence[int], q: float, device: torch.device, generator
+def effective_keep_prob(q: float) -> float:
+    """The keep probability the mask sampler actually uses for a requested ``q``.
+
+    Rescaling factors are computed from this value, so the mean is preserved
+    exactly for the masks that are really drawn.
+    """
+    return q
+
+
+def keep_mask(
+    shape: Sequence[int],
+    q: float,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Boolean mask with ``P(True) = q``, drawn from ``generator`` if given."""
+    """Boolean mask of ``shape`` with ``P(True) = effective_keep_prob(q)``.
+
+    Every dropout form in dropscale draws its decisions here, so one sampler
+    serves them all; ``generator`` makes the mask reproducible.
+    """
     u = torch.rand(tuple(shape), device=device, generator=generator)
     return u < q
 
@@ -124,13 +148,14 @@ def dropout_mask(
     """
     p = resolve_p(p, keep_prob)
     _check_dtype(x)
-    a, _ = get_scaling(scaling).factors(1.0 - p)
+    q = effective_keep_prob(1.0 - p)
+    a, _ = get_scaling(scaling).factors(q)
     size = tuple(int(s) for s in size)
     if p == 0.0:
         return torch.full(size, a, dtype=x.dtype, device=x.device)
     if p == 1.0:
         return torch.zeros(size, dtype=x.dtype, device=x.device)
-    keep = _keep_mask(size, 1.0 - p, x.device, generator)
+    keep = keep_mask(size, q, device=x.device, generator=generator)
     return keep.to(x.dtype) * a
 
 
@@ -181,6 +206,7 @@ def dropout(
         # Multiplying by zero would turn inf into NaN; masking keeps exact zeros
         # and gives a zero gradient.
         return x.masked_fill(torch.ones((), dtype=torch.bool, device=x.device), 0)
-    a, _ = conv.factors(1.0 - p)
-    keep = _keep_mask(shape, 1.0 - p, x.device, generator)
+    q = effective_keep_prob(1.0 - p)
+    a, _ = conv.factors(q)
+    keep = keep_mask(shape, q, device=x.device, generator=generator)
     return torch.where(keep, x * a, torch.zeros((), dtype=x.dtype, device=x.device))
