@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`
 
 
 class UsageError(Exception):
@@ -60,7 +62,9 @@ def _scaling_list(values: Sequence[str]) -> list[str]:
 
     if list(values) == ["all"]:
         return list(SCALINGS)
-    return [get_scaling(v).name if ":" not in v else v for v in values]
+    # Resolving each name here rejects a bad one before any work starts; a
+    # convention's name (custom ones included) reads back as the same convention.
+    return [get_scaling(v).name for v in values]
 
 
 # --------------------------------------------------------------------- moments
@@ -274,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout's file descriptor at the null device, if it has one."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
@@ -288,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader of stdout went away (`dropscale moments | head`): stop
+        # quietly, as command-line tools do, and keep Python from complaining
+        # again when it flushes stdout at exit.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (ValueError, TypeError, OSError) as e:
         if debug:
             raise

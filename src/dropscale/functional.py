@@ -200,6 +200,9 @@ def dropout(
         if not (x.is_floating_point() or x.is_complex()):
             return x
         _, b = conv.factors(1.0 - p)
+        if b == 0.0:
+            # classic at p = 1: exact zeros, not inf * 0 = NaN.
+            return x.masked_fill(torch.ones((), dtype=torch.bool, device=x.device), 0)
         return x if b == 1.0 else x * b
     _check_dtype(x)
     if p == 1.0:

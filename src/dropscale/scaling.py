@@ -89,6 +89,23 @@ def _reciprocal(q: float) -> float:
     return 1.0 / q
 
 
+@dataclass(frozen=True)
+class _Constant:
+    """A factor that does not depend on ``q`` (a module-level class, so that a
+    custom convention, and a model holding one, can be pickled)."""
+
+    value: float
+
+    def __call__(self, q: float) -> float:
+        return self.value
+
+
+def _number(value: float) -> str:
+    """Shortest text that reads back as exactly ``value`` ("2" for 2.0)."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
 SCALINGS: dict[str, Scaling] = {
     s.name: s
     for s in (
@@ -134,7 +151,9 @@ def scaling_names() -> list[str]:
 def custom(a: float, b: float) -> Scaling:
     """A convention with constant factors: train ``a * m * x``, eval ``b * x``.
 
-    Both factors must be finite and non-negative.
+    Both factors must be finite and non-negative. The name is ``custom:A,B``
+    with the numbers written exactly, so ``get_scaling(custom(a, b).name)``
+    gives the same convention back.
     """
     for name, value in (("a", a), ("b", b)):
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -148,10 +167,10 @@ def custom(a: float, b: float) -> Scaling:
             )
     a, b = float(a), float(b)
     return Scaling(
-        f"custom({a:g},{b:g})",
-        lambda q: a,
-        lambda q: b,
-        f"train: {a:g} * m * x;  eval: {b:g} * x",
+        f"custom:{_number(a)},{_number(b)}",
+        _Constant(a),
+        _Constant(b),
+        f"train: {_number(a)} * m * x;  eval: {_number(b)} * x",
         "user-defined factors",
         params=(a, b),
     )
