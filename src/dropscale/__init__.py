@@ -9,14 +9,18 @@ from dropscale.layers import Dropout
 from dropscale.moments import Moments, moments
 from dropscale.scaling import SCALINGS, Scaling, custom, get_scaling, scaling_names
 from dropscale.simulate import simulate
+from dropscale.structured import EmbeddingDropout, RNNDropout, WeightDropout
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SCALINGS",
     "Dropout",
+    "EmbeddingDropout",
     "Moments",
+    "RNNDropout",
     "Scaling",
+    "WeightDropout",
     "__version__",
     "custom",
     "dropout",
