@@ -1,5 +1,6 @@
 """Models whose dropout sites follow a chosen scaling convention."""
 
+from dropscale.models.cnn import CNN
 from dropscale.models.mlp import MLP
 
-__all__ = ["MLP"]
+__all__ = ["CNN", "MLP"]
