@@ -270,7 +270,9 @@ def test_gradient_is_the_mask_times_a(scaling, p):
 @every_convention
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
 def test_eval_applies_b(scaling, p):
-    _, b = factors(scaling, 1 - p)
+    # b is taken at the keep probability the sampler really uses, so the eval
+    # mean b mu equals the training mean a q mu of the masks really drawn.
+    _, b = factors(scaling, F.effective_keep_prob(1 - p))
     x = torch.randn(100, dtype=torch.float64)
     y = F.dropout(x, p, scaling=scaling, training=False)
     torch.testing.assert_close(y, b * x, rtol=1e-15, atol=0)

@@ -115,8 +115,10 @@ def test_no_parameters_no_buffers_empty_state_dict(scaling):
 @pytest.mark.parametrize("name", list(FACTORS))
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_factors_property(name, p):
+    q = F.effective_keep_prob(1 - p)
+    assert abs(q - (1 - p)) <= 2**-17
     assert Dropout(p, scaling=name).factors == pytest.approx(
-        FACTORS[name](1 - p), rel=1e-15
+        FACTORS[name](q), rel=1e-15
     )
 
 
@@ -126,7 +128,7 @@ def test_factors_property(name, p):
 @pytest.mark.parametrize("name", list(FACTORS))
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
 def test_eval_applies_b(name, p):
-    _, b = FACTORS[name](1 - p)
+    _, b = FACTORS[name](F.effective_keep_prob(1 - p))
     layer = Dropout(p, scaling=name).eval()
     x = torch.randn(3, 50, dtype=torch.float64)
     torch.testing.assert_close(layer(x), b * x, rtol=1e-15, atol=0)
@@ -208,8 +210,7 @@ def test_monte_carlo_train_mean_and_exact_eval_mean(name, p):
     # Input N(mu, sigma^2) with mu != 0, so the mean ratio b / (a q) is visible.
     mu, sigma = 2.0, 1.0
     q = F.effective_keep_prob(1 - p)
-    a, _ = FACTORS[name](q)
-    _, b = FACTORS[name](1 - p)
+    a, b = FACTORS[name](q)
     torch.manual_seed(int(p * 100))
     x = torch.randn(N_MC, dtype=torch.float64) * sigma + mu
     layer = Dropout(p, scaling=name)
@@ -277,10 +278,12 @@ def test_inverted_matches_nn_dropout_in_distribution():
     torch.manual_seed(1)
     ours = Dropout(p)(x)
     theirs = nn.Dropout(p)(x)
-    for y in (ours, theirs):
+    # Values {0, x / q}: ours at the sampler's q (within 2^-17 of 1 - p), theirs
+    # at 1 - p exactly.
+    for y, keep in ((ours, q), (theirs, 1 - p)):
         kept = y != 0
-        torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=1e-6, atol=0)
-    # The same values {0, x / q}: the two kept fractions each match q, and each other.
+        torch.testing.assert_close(y[kept], x[kept] / keep, rtol=1e-6, atol=0)
+    # The kept fractions each match their q, and each other.
     f_ours = (ours != 0).double().mean().item()
     f_theirs = (theirs != 0).double().mean().item()
     sd = math.sqrt(q * (1 - q) / N_MC)

@@ -180,8 +180,9 @@ class Dropout(nn.Module):
 
     @property
     def factors(self) -> tuple[float, float]:
-        """``(a, b)``: the training and inference factors at this ``p``."""
-        return self.scaling.factors(1.0 - self.p)
+        """``(a, b)``: the training and inference factors at this ``p``, taken at
+        ``q = effective_keep_prob(1 - p)`` as :func:`~dropscale.dropout` does."""
+        return self.scaling.factors(effective_keep_prob(1.0 - self.p))
 
     def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Drop units of ``x`` in training; apply the inference rule in eval."""
