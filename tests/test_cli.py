@@ -271,6 +271,7 @@ def test_simulate_table(capsys):
         (["moments", "--bogus"], "--bogus"),
         (["simulate", "--n", "10", "--p", "0.5", "--fast"], "--fast"),
         (["moments", "--p", "abc"], "abc"),
+        (["moments", "--p"], "--p"),
         (["moments", "--mean", "abc"], "abc"),
         (["simulate", "--n", "ten"], "ten"),
         (["simulate", "--n", "0"], "0"),
