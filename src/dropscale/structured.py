@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from dropscale.functional import dropout, resolve_p
+from dropscale.functional import dropout, effective_keep_prob, resolve_p
 from dropscale.scaling import Scaling, ScalingLike, get_scaling
 
 __all__ = ["EmbeddingDropout", "RNNDropout", "WeightDropout"]
@@ -290,7 +290,7 @@ class WeightDropout(nn.Module):
         self, *args: Any, generator: torch.Generator | None = None, **kwargs: Any
     ) -> Any:
         """Call the wrapped module with its named weights dropped (or eval-scaled)."""
-        _, b = self.scaling.factors(1.0 - self.p)
+        _, b = self.scaling.factors(effective_keep_prob(1.0 - self.p))
         if self.p == 0.0 or (not self.training and b == 1.0):
             return self.module(*args, **kwargs)
         params = dict(self.module.named_parameters())
