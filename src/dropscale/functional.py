@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from dropscale import _sampler
 from dropscale.scaling import ScalingLike, get_scaling
 
 __all__ = [
@@ -102,10 +103,13 @@ def mask_shape(shape: Sequence[int], shared_dims: Sequence[int]) -> tuple[int, .
 def effective_keep_prob(q: float) -> float:
     """The keep probability the mask sampler actually uses for a requested ``q``.
 
-    Rescaling factors are computed from this value, so the mean is preserved
-    exactly for the masks that are really drawn.
+    Masks compare a uniform 32-bit draw with ``t = round(q * 2^32)``, so
+    ``q_eff = t / 2^32``, within ``2^-33`` of ``q`` (for example ``q = 0.9``
+    gives ``3865470566 / 2^32``, 9.3e-11 below 0.9). Rescaling factors, in
+    training and at inference, are computed from ``q_eff``, so the mean is
+    preserved exactly for the masks that are really drawn.
     """
-    return q
+    return _sampler.effective_keep_prob(q)
 
 
 def keep_mask(
@@ -117,11 +121,15 @@ def keep_mask(
 ) -> Tensor:
     """Boolean mask of ``shape`` with ``P(True) = effective_keep_prob(q)``.
 
-    Every dropout form in dropscale draws its decisions here, so one sampler
-    serves them all; ``generator`` makes the mask reproducible.
+    Every dropout form in dropscale draws its decisions here. Each call takes
+    one 64-bit seed from ``generator`` (PyTorch's default CPU generator when
+    None) and derives the whole mask from it with a counter-based hash, so
+    the mask depends only on the generator's state and the shape: the same
+    on every device and however the work is split over threads (see
+    :mod:`dropscale._sampler`). On the CPU it costs about one pass over a
+    byte per element.
     """
-    u = torch.rand(tuple(shape), device=device, generator=generator)
-    return u < q
+    return _sampler.keep_mask(shape, q, device=device, generator=generator)
 
 
 def dropout_mask(
@@ -156,7 +164,7 @@ def dropout_mask(
     if p == 1.0:
         return torch.zeros(size, dtype=x.dtype, device=x.device)
     keep = keep_mask(size, q, device=x.device, generator=generator)
-    return keep.to(x.dtype) * a
+    return keep.to(x.dtype).mul_(a)
 
 
 def dropout(
@@ -172,7 +180,12 @@ def dropout(
     """Dropout under an explicit scaling convention.
 
     Training: ``y = a(q) * m * x`` with ``m ~ Bernoulli(q)`` per element.
-    Inference: ``y = b(q) * x``.
+    Inference: ``y = b(q) * x``. Both factors are computed at
+    ``q = effective_keep_prob(1 - p)``, the keep probability the sampler really
+    uses (within ``2^-33`` of ``1 - p``); only inverted dropout of a CUDA tensor
+    without a ``generator`` differs: it runs PyTorch's fused kernel, with the
+    exact ``q = 1 - p`` and PyTorch's random stream. For backward the training
+    path keeps a boolean mask, 1 byte per element.
 
     Edge cases: ``p = 0`` returns ``x`` itself in every convention (nothing is
     dropped, so nothing is rescaled); ``p = 1`` in training returns exact zeros
@@ -199,7 +212,7 @@ def dropout(
     if not training:
         if not (x.is_floating_point() or x.is_complex()):
             return x
-        _, b = conv.factors(1.0 - p)
+        _, b = conv.factors(effective_keep_prob(1.0 - p))
         if b == 0.0:
             # classic at p = 1: exact zeros, not inf * 0 = NaN.
             return x.masked_fill(torch.ones((), dtype=torch.bool, device=x.device), 0)
@@ -209,7 +222,9 @@ def dropout(
         # Multiplying by zero would turn inf into NaN; masking keeps exact zeros
         # and gives a zero gradient.
         return x.masked_fill(torch.ones((), dtype=torch.bool, device=x.device), 0)
+    if x.is_cuda and generator is None and conv.name == "inverted" and shape == x.shape:
+        # PyTorch's fused CUDA kernel: one pass, exact q, its own random stream.
+        return torch.nn.functional.dropout(x, p, training=True)
     q = effective_keep_prob(1.0 - p)
     a, _ = conv.factors(q)
-    keep = keep_mask(shape, q, device=x.device, generator=generator)
-    return torch.where(keep, x * a, torch.zeros((), dtype=x.dtype, device=x.device))
+    return _sampler.dropout_train(x, q, a, mask_shape=shape, generator=generator)

@@ -1,0 +1,372 @@
+"""Bernoulli(q) masks from a counter-based hash, and the dropout kernels using them.
+
+Every dropout form in dropscale draws its keep decisions here. One random
+64-bit seed ``s`` is drawn from the caller's :class:`torch.Generator` (or from
+PyTorch's default CPU generator); the mask is then a pure function of ``s``,
+the keep threshold and each element's position:
+
+* word ``w`` holds ``h_w = mix(s + w * G mod 2^64)``, SplitMix64's output
+  function of a Weyl sequence (``G`` the 64-bit golden-ratio constant);
+* elements come in blocks of 2048 (flat C order); element ``i`` sits in block
+  ``i // 2048`` at offset ``r = i % 2048`` and reads the 32-bit lane
+  ``j = r // 1024`` of word ``w = 1024 * (i // 2048) + r % 1024``:
+  ``u_i = (h_w >> 32 j) & (2^32 - 1)``, uniform on ``0 .. 2^32 - 1``;
+* the element is kept when ``u_i < t`` with ``t = round(q * 2^32)``.
+
+So the keep probability actually used is ``q_eff = t / 2^32``, within
+``2^-33`` of the requested ``q`` (a 16-bit lane would be as fast to within
+about 10 % but only within ``2^-17``), and callers compute their rescaling factors
+from ``q_eff`` so that the mean is preserved exactly. Because the mask is a
+function of positions, not of the order of work, it is the same however the
+work is split into chunks or threads, on any device, with or without the
+compiled kernels.
+
+Backends: on the CPU, kernels compiled with numba (imported on first use)
+draw the mask and apply it in one pass over memory, splitting large tensors
+over ``torch.get_num_threads()`` threads; without numba, and on other devices,
+the same hash is computed with tensor operations (slower, identical masks).
+For backward, the training paths keep the boolean mask (1 byte per element).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "LANE_BITS",
+    "draw_seed",
+    "dropout_train",
+    "effective_keep_prob",
+    "keep_mask",
+    "keep_threshold",
+    "masked_scale",
+]
+
+log = logging.getLogger(__name__)
+
+LANE_BITS = 32
+_LANES = 64 // LANE_BITS  # lanes per 64-bit word
+_ONE = 1 << LANE_BITS  # threshold that keeps everything
+_LANE_MASK = _ONE - 1
+_WORDS_PER_BLOCK = 1024
+_BLOCK = _LANES * _WORDS_PER_BLOCK  # elements per block
+_MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+# Below this many elements one thread does the work: starting threads costs
+# more than it saves.
+_PARALLEL_MIN = 1 << 18
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def keep_threshold(q: float) -> int:
+    """``t = round(q * 2^32)``: an element is kept when its 32-bit draw is < t."""
+    return int(round(float(q) * _ONE))
+
+
+def effective_keep_prob(q: float) -> float:
+    """``q_eff = round(q * 2^32) / 2^32``, the keep probability really used."""
+    return keep_threshold(q) / _ONE
+
+
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """One uniform 64-bit draw (as an int in ``[0, 2^64)``) from ``generator``.
+
+    Without a generator PyTorch's default CPU generator is used, so
+    ``torch.manual_seed`` fixes the masks on every device.
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
+    word = torch.empty((), dtype=torch.int64, device=device)
+    word.random_(-(1 << 63), None, generator=generator)
+    return int(word.item()) & _MASK64
+
+
+# --------------------------------------------------------------------------
+# The hash with tensor operations (any device; the reference for the kernels)
+
+
+def _signed(v: int) -> int:
+    """A 64-bit pattern as the int64 value with the same bits."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _shift_right(z: Tensor, s: int) -> Tensor:
+    """Logical right shift of int64 bit patterns (``>>`` is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _keep_torch(n: int, seed: int, t: int, device: torch.device) -> Tensor:
+    blocks = -(-n // _BLOCK)
+    w = torch.arange(blocks * _WORDS_PER_BLOCK, dtype=torch.int64, device=device)
+    z = w * _signed(_GAMMA) + _signed(seed)  # int64 arithmetic wraps mod 2^64
+    z = (z ^ _shift_right(z, 30)) * _signed(_MIX1)
+    z = (z ^ _shift_right(z, 27)) * _signed(_MIX2)
+    z = (z ^ _shift_right(z, 31)).view(blocks, 1, _WORDS_PER_BLOCK)
+    lanes = torch.arange(_LANES, device=device).view(1, _LANES, 1) * LANE_BITS
+    u = (z >> lanes) & _LANE_MASK  # sign bits shifted in are masked off
+    return (u < t).reshape(-1)[:n]
+
+
+# --------------------------------------------------------------------------
+# Compiled CPU kernels (numba), built on first use
+
+
+_kernels: dict[str, Callable[..., Any]] | None = None
+_kernels_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _build_kernels() -> dict[str, Callable[..., Any]]:
+    import numba
+    import numpy as np
+
+    gamma, mix1, mix2 = np.uint64(_GAMMA), np.uint64(_MIX1), np.uint64(_MIX2)
+    words, block, lanes = _WORDS_PER_BLOCK, _BLOCK, _LANES
+    lane_mask, lane_bits = np.uint64(_LANE_MASK), LANE_BITS
+    jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+
+    @numba.njit(inline="always")
+    def block_hashes(h, seed, blk):
+        base = np.uint64(blk * words)
+        for r in range(words):
+            z = seed + (base + np.uint64(r)) * gamma
+            z = (z ^ (z >> np.uint64(30))) * mix1
+            z = (z ^ (z >> np.uint64(27))) * mix2
+            h[r] = z ^ (z >> np.uint64(31))
+
+    @numba.njit(inline="always")
+    def keep_lane(h, shift, t, keep):
+        for r in range(keep.size):
+            keep[r] = ((h[r] >> shift) & lane_mask) < t
+
+    @numba.njit(inline="always")
+    def drop_lane(h, shift, t, a, x, out, keep):
+        zero = x.dtype.type(0)
+        for r in range(x.size):
+            k = ((h[r] >> shift) & lane_mask) < t
+            keep[r] = k
+            out[r] = x[r] * a if k else zero
+
+    @jit
+    def keep_blocks(keep, seed, t, b0, b1):
+        n = keep.size
+        h = np.empty(words, np.uint64)
+        for blk in range(b0, b1):
+            block_hashes(h, seed, blk)
+            for j in range(lanes):
+                s = min(blk * block + j * words, n)
+                e = min(s + words, n)
+                keep_lane(h, np.uint64(lane_bits * j), t, keep[s:e])
+
+    @jit
+    def drop_blocks(x, out, keep, seed, t, a, b0, b1):
+        n = x.size
+        h = np.empty(words, np.uint64)
+        for blk in range(b0, b1):
+            block_hashes(h, seed, blk)
+            for j in range(lanes):
+                s = min(blk * block + j * words, n)
+                e = min(s + words, n)
+                drop_lane(
+                    h, np.uint64(lane_bits * j), t, a, x[s:e], out[s:e], keep[s:e]
+                )
+
+    @jit
+    def scale_range(x, keep, out, a, s, e):
+        xs, ks, os_ = x[s:e], keep[s:e], out[s:e]
+        zero = x.dtype.type(0)
+        for r in range(xs.size):
+            os_[r] = xs[r] * a if ks[r] else zero
+
+    return {"keep": keep_blocks, "drop": drop_blocks, "scale": scale_range}
+
+
+def _get_kernels() -> dict[str, Callable[..., Any]] | None:
+    """The compiled kernels, or None where numba is missing (logged once)."""
+    global _kernels
+    if _kernels is None:
+        with _kernels_lock:
+            if _kernels is None:
+                try:
+                    _kernels = _build_kernels()
+                except ImportError:
+                    log.info("numba is not installed: masks use tensor operations")
+                    _kernels = {}
+    return _kernels or None
+
+
+def _reset_pool_after_fork() -> None:
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pool_after_fork)
+
+
+def _run_split(task: Callable[[int, int], None], units: int, n: int) -> None:
+    """Run ``task(u0, u1)`` over ``[0, units)``, split across torch's threads
+    when the tensor has at least ``_PARALLEL_MIN`` elements. The kernels
+    release the GIL; the result does not depend on the split."""
+    global _pool
+    threads = min(torch.get_num_threads(), os.cpu_count() or 1, units)
+    if threads <= 1 or n < _PARALLEL_MIN:
+        task(0, units)
+        return
+    if _pool is None or _pool._max_workers < threads:
+        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dropscale")
+    step = -(-units // threads)
+    futures = [
+        _pool.submit(task, u, min(u + step, units)) for u in range(0, units, step)
+    ]
+    for f in futures:
+        f.result()
+
+
+def _numpy(t: Tensor) -> Any:
+    return t.detach().numpy()
+
+
+def _use_kernels(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in _KERNEL_DTYPES
+
+
+# --------------------------------------------------------------------------
+# Public (package-internal) entry points
+
+
+def keep_mask(
+    shape: Sequence[int],
+    q: float,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Boolean mask of ``shape`` with ``P(True) = effective_keep_prob(q)``.
+
+    Draws one 64-bit seed from ``generator`` per call, whatever the shape.
+    """
+    shape = tuple(int(s) for s in shape)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    seed, t = draw_seed(generator), keep_threshold(q)
+    n = math.prod(shape)
+    kernels = _get_kernels() if device.type == "cpu" else None
+    if kernels is None:
+        return _keep_torch(n, seed, t, device).view(shape)
+    keep = torch.empty(shape, dtype=torch.bool)
+    if n:
+        import numpy as np
+
+        k8 = _numpy(keep).reshape(-1).view(np.uint8)
+        s, tt = np.uint64(seed), np.uint64(t)
+        _run_split(
+            lambda b0, b1: kernels["keep"](k8, s, tt, b0, b1), -(-n // _BLOCK), n
+        )
+    return keep
+
+
+def _scale_into(x: Tensor, keep: Tensor, a: float) -> Tensor:
+    """``where(keep, x, 0) * a`` as a new tensor; ``keep`` broadcasts to ``x``."""
+    kernels = _get_kernels() if _use_kernels(x) else None
+    if kernels is None or keep.shape != x.shape or not x.is_contiguous():
+        out = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return out if a == 1.0 else out.mul_(a)
+    import numpy as np
+
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    xs, os_ = _numpy(x).reshape(-1), _numpy(out).reshape(-1)
+    ks = _numpy(keep.contiguous()).reshape(-1).view(np.uint8)
+    aa = xs.dtype.type(a)
+    step = 1 << 16
+
+    def task(c0: int, c1: int) -> None:
+        kernels["scale"](xs, ks, os_, aa, c0 * step, min(c1 * step, xs.size))
+
+    _run_split(task, -(-xs.size // step), xs.size)
+    return out
+
+
+class _MaskedScale(torch.autograd.Function):
+    """``y = where(keep, x, 0) * a``; backward is the same map of the gradient,
+    so it saves only ``keep`` (1 byte per element) and twice-differentiates."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, keep: Tensor, a: float) -> Tensor:
+        ctx.save_for_backward(keep)
+        ctx.a = a
+        return _scale_into(x, keep, a)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (keep,) = ctx.saved_tensors
+        return _MaskedScale.apply(grad, keep, ctx.a), None, None
+
+
+class _FusedDropout(torch.autograd.Function):
+    """Draw the mask and apply it in one pass (CPU, float32/float64)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, seed: int, t: int, a: float) -> Tensor:
+        import numpy as np
+
+        kernels = _get_kernels()
+        assert kernels is not None, "caller checks that the kernels exist"
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        keep = torch.empty(x.shape, dtype=torch.bool)
+        xs, os_ = _numpy(x).reshape(-1), _numpy(out).reshape(-1)
+        ks = _numpy(keep).reshape(-1).view(np.uint8)
+        s, tt, aa = np.uint64(seed), np.uint64(t), xs.dtype.type(a)
+
+        def task(b0: int, b1: int) -> None:
+            kernels["drop"](xs, os_, ks, s, tt, aa, b0, b1)
+
+        _run_split(task, -(-xs.size // _BLOCK), xs.size)
+        ctx.save_for_backward(keep)
+        ctx.a = a
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (keep,) = ctx.saved_tensors
+        return _MaskedScale.apply(grad, keep, ctx.a), None, None, None
+
+
+def masked_scale(x: Tensor, keep: Tensor, a: float) -> Tensor:
+    """``where(keep, x, 0) * a`` with a backward that saves only ``keep``.
+
+    Dropped elements are exact zeros even where ``x`` is infinite or NaN.
+    """
+    return _MaskedScale.apply(x, keep, float(a))
+
+
+def dropout_train(
+    x: Tensor,
+    q: float,
+    a: float,
+    *,
+    mask_shape: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Training dropout ``y = a * m * x`` with ``m ~ Bernoulli(q_eff)``.
+
+    ``a`` must already be computed from ``effective_keep_prob(q)``. With
+    ``mask_shape`` (broadcastable to ``x``) one decision is shared along the
+    dims where it is 1. On the CPU a float32/float64 tensor with an unshared
+    mask is handled in one fused pass.
+    """
+    shape = tuple(x.shape) if mask_shape is None else tuple(mask_shape)
+    if shape == tuple(x.shape) and _use_kernels(x) and _get_kernels() is not None:
+        return _FusedDropout.apply(x, draw_seed(generator), keep_threshold(q), a)
+    keep = keep_mask(shape, q, device=x.device, generator=generator)
+    return masked_scale(x, keep, a)
