@@ -70,58 +70,261 @@ def _scaling_list(values: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------- moments
 
 
+def _rule_list(values: Sequence[str]) -> list[str]:
+    """Rules for ``moments``/``simulate``: ``all`` means every rule."""
+    from dropscale.moments import EXTRA_RULES, _resolve_rule
+    from dropscale.scaling import SCALINGS
+
+    if list(values) == ["all"]:
+        return [*SCALINGS, *EXTRA_RULES]
+    rules = [_resolve_rule(v) for v in values]  # rejects a bad name up front
+    return [r if isinstance(r, str) else r.name for r in rules]
+
+
+def _input_law(args: argparse.Namespace, default: tuple[str, float, float]):
+    """The input distribution named by ``--input``, ``--mean`` and ``--std``."""
+    from dropscale.moments import make_input
+
+    kind = args.input or default[0]
+    mean = default[1] if args.mean is None else args.mean
+    if args.std is not None:
+        std = args.std
+    else:
+        std = 0.0 if kind == "constant" else default[2]
+    return make_input(kind, mean=mean, std=std)
+
+
+def _print_notes(items) -> None:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.update(dict.fromkeys(item.notes))
+    for note in seen:
+        print(f"note: {note}")
+
+
+def _moments_linear_example(args: argparse.Namespace) -> int:
+    """DESIGN.md's worked example: 100 inputs equal to 1, weights equal to 1."""
+    import torch
+
+    from dropscale.moments import linear_moments
+
+    law = _input_law(args, ("constant", 1.0, 0.0))
+    scalings = _rule_list(args.scaling or ["inverted", "none"])
+    results = [
+        linear_moments(torch.ones(1, 100), p, input=law, scaling=s)
+        for p in args.p or [0.3]
+        for s in scalings
+    ]
+    if args.format == "json":
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    print(
+        f"One unit sums 100 inputs, each {law.describe()}, through weights equal to 1"
+    )
+    head = (
+        f"{'scaling':<16}{'p':>6}{'train mean':>12}{'train std':>11}"
+        f"{'eval mean':>11}{'eval std':>10}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        print(
+            f"{r.scaling:<16}{r.p:>6g}{r.train_mean.item():>12.4f}"
+            f"{r.train_std.item():>11.4f}{r.eval_mean.item():>11.4f}"
+            f"{r.eval_std.item():>10.4f}"
+        )
+    _print_notes(results)
+    return 0
+
+
+def _moments_batchnorm(args: argparse.Namespace, law) -> int:
+    from dropscale.moments import batchnorm_shift
+
+    results = [
+        batchnorm_shift(p, input=law, scaling=s, order=o, eps=args.eps)
+        for o in ("dropout-bn", "bn-dropout")
+        for p in args.p or [0.1, 0.25, 0.5]
+        for s in _rule_list(args.scaling or ["all"])
+    ]
+    if args.format == "json":
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    print(
+        f"BatchNorm (no affine part, eps {args.eps:g}) next to dropout; input "
+        f"{law.describe()}"
+    )
+    head = (
+        f"{'order':<11}{'scaling':<16}{'p':>6}{'running mean':>13}"
+        f"{'running var':>12}{'train out std':>14}{'eval out mean':>14}"
+        f"{'eval out std':>13}{'var e/t':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        print(
+            f"{r.order:<11}{r.scaling:<16}{r.p:>6g}{r.running_mean:>13.4f}"
+            f"{r.running_var:>12.4f}{r.train_out_std:>14.4f}"
+            f"{r.eval_out_mean:>14.4f}{r.eval_out_std:>13.4f}"
+            f"{r.variance_shift:>9.4f}"
+        )
+    _print_notes(results)
+    return 0
+
+
 def _cmd_moments(args: argparse.Namespace) -> int:
     from dropscale.moments import moments
 
-    scalings = _scaling_list(args.scaling)
+    if args.example == "linear":
+        return _moments_linear_example(args)
+    law = _input_law(args, ("normal", 0.0, 1.0))
+    if args.batchnorm:
+        return _moments_batchnorm(args, law)
     results = [
-        moments(p, mean=args.mean, std=args.std, scaling=s)
-        for p in args.p
-        for s in scalings
+        moments(p, input=law, scaling=s)
+        for p in args.p or [0.1, 0.25, 0.5]
+        for s in _rule_list(args.scaling or ["all"])
     ]
     if args.format == "json":
         print(json.dumps([m.as_dict() for m in results], indent=2))
         return 0
     print(
-        f"Exact output moments for an input with mean {args.mean:g} "
-        f"and std {args.std:g}"
+        f"Exact output moments for an input {law.describe()}: mean "
+        f"{results[0].input_mean:.4g}, std {results[0].input_std:.4g}"
     )
     head = (
         f"{'scaling':<16}{'p':>6}{'train mean':>12}{'train std':>11}"
-        f"{'eval mean':>11}{'eval std':>10}{'mean e/t':>10}{'std e/t':>9}"
+        f"{'train E[y2]':>12}{'eval mean':>11}{'eval std':>10}{'eval E[y2]':>11}"
+        f"{'mean e/t':>10}{'std e/t':>9}{'var e/t':>9}"
     )
     print(head)
     print("-" * len(head))
     for m in results:
         print(
             f"{m.scaling:<16}{m.p:>6g}{m.train_mean:>12.4f}{m.train_std:>11.4f}"
-            f"{m.eval_mean:>11.4f}{m.eval_std:>10.4f}{m.mean_ratio:>10.4f}"
-            f"{m.std_ratio:>9.4f}"
+            f"{m.train_second:>12.4f}{m.eval_mean:>11.4f}{m.eval_std:>10.4f}"
+            f"{m.eval_second:>11.4f}{m.mean_ratio:>10.4f}{m.std_ratio:>9.4f}"
+            f"{m.var_ratio:>9.4f}"
         )
+    for m in results:
+        if m.constants:
+            consts = ", ".join(f"{k} = {v:.4f}" for k, v in m.constants.items())
+            print(f"{m.scaling} at p = {m.p:g}: {consts}")
+    _print_notes(results)
     return 0
 
 
 # -------------------------------------------------------------------- simulate
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from dropscale.simulate import simulate
+def _measured_rows(label: str, rows) -> None:
+    for name, m in rows:
+        lo, hi = m.mean_interval
+        slo, shi = m.std_interval
+        print(
+            f"{label:<22}{name:<7}{m.mean:>11.5f} [{lo:.5f}, {hi:.5f}]".ljust(57)
+            + f"{m.exact_mean:>10.5f}{m.z_mean:>6.2f}  {m.std:>9.5f} "
+            + f"[{slo:.5f}, {shi:.5f}]".ljust(23)
+            + f"{m.exact_std:>9.5f}{m.z_std:>6.2f}"
+        )
 
-    scalings = _scaling_list(args.scaling)
+
+def _simulate_head() -> None:
+    head = (
+        f"{'scaling, p':<22}{'':<7}{'mean':>11} {'95% interval':<24}"
+        f"{'exact':>10}{'z':>6}  {'std':>9} {'95% interval':<22}{'exact':>9}{'z':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from dropscale.simulate import simulate, simulate_batchnorm, simulate_linear
+
     start = time.perf_counter()
-    results = []
-    for p in args.p:
-        for s in scalings:
-            results.append(
-                simulate(
-                    p,
-                    n_elements=args.n * args.n,
-                    scaling=s,
-                    mean=args.mean,
-                    std=args.std,
-                    seed=args.seed,
-                )
+    ps = args.p or ([0.3] if args.linear else [0.1, 0.25, 0.5])
+    scalings = _rule_list(args.scaling or ["inverted"])
+    if args.linear:
+        import torch
+
+        law = _input_law(args, ("constant", 1.0, 0.0))
+        results = [
+            simulate_linear(
+                torch.ones(1, 100),
+                p,
+                n_samples=args.n,
+                input=law,
+                scaling=s,
+                seed=args.seed,
             )
+            for p in ps
+            for s in scalings
+        ]
+        what = (
+            f"{args.n:,} passes of one unit summing 100 inputs, each "
+            f"{law.describe()}, through weights equal to 1"
+        )
+        rows = [
+            (
+                f"{r.exact.scaling}, {r.exact.p:g}",
+                [("train", r.train[0]), ("eval", r.eval[0])],
+            )
+            for r in results
+        ]
+    elif args.batchnorm:
+        law = _input_law(args, ("normal", 0.0, 1.0))
+        results = [
+            simulate_batchnorm(
+                p,
+                n_samples=args.n,
+                input=law,
+                scaling=s,
+                order=args.batchnorm,
+                eps=args.eps,
+                seed=args.seed,
+            )
+            for p in ps
+            for s in scalings
+        ]
+        what = (
+            f"{args.n:,} values of {law.describe()}, order {args.batchnorm}, "
+            "through dropout and nn.BatchNorm1d"
+        )
+        rows = [
+            (
+                f"{r.exact.scaling}, {r.exact.p:g}",
+                [
+                    ("pre-BN", r.pre_bn_train),
+                    ("train", r.train_out),
+                    ("eval", r.eval_out),
+                ],
+            )
+            for r in results
+        ]
+    else:
+        if args.n < 2:
+            raise ValueError(f"--n must be at least 2, got {args.n}")
+        law = _input_law(args, ("normal", 0.0, 1.0))
+        results = [
+            simulate(
+                p,
+                n_elements=args.n * args.n,
+                input=law,
+                scaling=s,
+                seed=args.seed,
+                mask=args.mask,
+            )
+            for p in ps
+            for s in scalings
+        ]
+        how = "per chunk (count)" if args.mask == "count" else "per element"
+        what = f"{args.n} x {args.n} tensor of {law.describe()}, mask drawn {how}"
+        rows = [
+            (
+                f"{r.scaling}, {r.p:g}",
+                [("input", r.input), ("train", r.output), ("eval", r.eval)],
+            )
+            for r in results
+        ]
     seconds = time.perf_counter() - start
     if args.format == "json":
         print(
@@ -132,46 +335,68 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"{args.n} x {args.n} tensor of N({args.mean:g}, {args.std:g}^2), "
-        f"seed {args.seed}; 95 % intervals; z = |measured - exact| / standard error"
+        f"{what}; seed {args.seed}; 95 % intervals; "
+        "z = |measured - exact| / standard error"
     )
-    head = (
-        f"{'scaling':<12}{'p':>6} {'':<7}{'mean':>10} {'95% interval':<22}"
-        f"{'exact':>9}{'z':>6}  {'std':>8} {'95% interval':<20}{'exact':>8}{'z':>6}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        for label, m in (("input", r.input), ("output", r.output)):
-            lo, hi = m.mean_interval
-            slo, shi = m.std_interval
+    _simulate_head()
+    for label, measured in rows:
+        _measured_rows(label, measured)
+    if args.batchnorm:
+        for r in results:
             print(
-                f"{r.scaling:<12}{r.p:>6g} {label:<7}{m.mean:>10.6f} "
-                f"[{lo:.6f}, {hi:.6f}]".ljust(58)
-                + f"{m.exact_mean:>9.5f}{m.z_mean:>6.2f}  {m.std:>8.5f} "
-                f"[{slo:.5f}, {shi:.5f}] {m.exact_std:>8.5f}{m.z_std:>6.2f}"
+                f"{r.exact.scaling}, p = {r.exact.p:g}: BatchNorm running var "
+                f"{r.running_var:.5f} (exact {r.exact.running_var:.5f})"
             )
-    print(f"{len(results)} runs of {args.n * args.n:,} values in {seconds:.1f} s")
+    _print_notes(r.exact for r in results)
+    print(f"{len(results)} runs in {seconds:.1f} s")
     return 0
 
 
 # ----------------------------------------------------------------------- study
 
 
-def _cmd_study(args: argparse.Namespace) -> int:
-    from dropscale.study import StudyConfig, run_study
+def _study_config(args: argparse.Namespace):
+    from dropscale.study import load_preset, load_study_file
 
-    config = StudyConfig(
-        scalings=tuple(_scaling_list(args.scaling)),
-        ps=tuple(args.p),
+    if args.config is not None and args.preset is not None:
+        raise UsageError("dropscale study: error: give --preset or --config, not both")
+    if args.config is not None:
+        config = load_study_file(args.config)
+    else:
+        config = load_preset(args.preset or "quick")
+    return config.with_overrides(
+        scalings=None if args.scaling is None else tuple(_scaling_list(args.scaling)),
+        ps=None if args.p is None else tuple(args.p),
         seeds=args.seeds,
         epochs=args.epochs,
         threads=args.threads,
+        executor=args.executor,
+        address=args.address,
+        group_size=args.group_size,
+        device=args.device,
     )
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from dropscale.study import run_study
+
+    config = _study_config(args)
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    total = len(config.trials())
     show_bar = sys.stderr.isatty() and not args.quiet
+
+    def line(results, done: int, total: int) -> None:
+        if args.quiet:
+            return
+        acc = sum(r.accuracy for r in results) / len(results)
+        print(
+            f"[{done}/{total}] {len(results)} trial(s) finished "
+            f"({results[0].trial.key} ...): mean accuracy {acc * 100:.2f} %, "
+            f"{results[0].seconds * len(results):.1f} s",
+            file=sys.stderr,
+        )
+
     if show_bar:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -187,32 +412,50 @@ def _cmd_study(args: argparse.Namespace) -> int:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            console=Console(stderr=True),
             transient=True,
         )
-        task = progress.add_task("trials", total=total)
+        task = progress.add_task("trials", total=len(config.trials()))
 
-        def on_trial(res, done: int, n: int) -> None:
+        def on_group(results, done: int, total: int) -> None:
             progress.update(task, completed=done)
 
         with progress:
-            outcome = run_study(config, out, on_trial=on_trial)
+            outcome = run_study(
+                config, out, force_new=args.force_new, on_group=on_group
+            )
     else:
-
-        def on_trial(res, done: int, n: int) -> None:
-            if not args.quiet:
-                print(
-                    f"[{done}/{n}] {res.trial.key}: accuracy "
-                    f"{res.accuracy * 100:.2f} % ({res.seconds:.1f} s)",
-                    file=sys.stderr,
-                )
-
-        outcome = run_study(config, out, on_trial=on_trial)
+        outcome = run_study(config, out, force_new=args.force_new, on_group=line)
     for v in outcome.verdicts:
         print(v.sentence().replace("**", ""))
+    for v in outcome.spread:
+        print(v.sentence())
+    resumed = outcome.n_trials - outcome.n_run
     print(
-        f"study finished: {outcome.n_trials} trials in {outcome.seconds:.1f} s; "
-        f"report: {outcome.report_md}"
+        f"study finished: {outcome.n_trials} trials ({outcome.n_run} run now, "
+        f"{resumed} from the ledger) in {outcome.seconds:.1f} s; "
+        f"report: {outcome.report_md} (also {outcome.report_html.name})"
     )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dropscale.report import build_report
+
+    paths = build_report(args.folder)
+    print(
+        f"rebuilt from the ledger: {paths.results_csv} ({len(paths.rows)} trials), "
+        f"{paths.report_md}, {paths.report_html}"
+    )
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from dropscale.study import load_preset, preset_names
+
+    for name in preset_names():
+        c = load_preset(name)
+        print(f"{name:<14}{len(c.trials()):>5} trials  {c.description}")
     return 0
 
 
@@ -290,23 +533,75 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     scal_help = "conventions: inverted, classic, variance, none, custom:A,B, or 'all'"
 
-    m = sub.add_parser("moments", help="exact train/eval moments of each convention")
-    m.add_argument("--p", type=_probability, nargs="+", default=[0.1, 0.25, 0.5])
-    m.add_argument("--mean", type=float, default=0.0, help="input mean (default 0)")
-    m.add_argument("--std", type=float, default=1.0, help="input std (default 1)")
-    m.add_argument("--scaling", nargs="+", default=["all"], help=scal_help)
+    rule_help = (
+        "rules: inverted, classic, variance, none, custom:A,B, alpha, gaussian, "
+        "matched, or 'all'"
+    )
+    input_help = (
+        "input family: normal, relu (ReLU of a normal with --mean/--std), "
+        "uniform (with that mean and std) or constant (every value --mean)"
+    )
+    inputs = ("normal", "relu", "uniform", "constant")
+
+    m = sub.add_parser(
+        "moments", help="exact train/eval moments of each rule, layer, BatchNorm"
+    )
+    m.add_argument("--p", type=_probability, nargs="+", default=None)
+    m.add_argument("--input", choices=inputs, default=None, help=input_help)
+    m.add_argument("--mean", type=float, default=None, help="input mean (default 0)")
+    m.add_argument("--std", type=float, default=None, help="input std (default 1)")
+    m.add_argument("--scaling", nargs="+", default=None, help=rule_help)
+    m.add_argument(
+        "--example",
+        choices=("linear",),
+        default=None,
+        help="linear: 100 inputs equal to 1 through weights equal to 1 (p 0.3)",
+    )
+    m.add_argument(
+        "--batchnorm",
+        action="store_true",
+        help="the variance shift at a BatchNorm before or after dropout",
+    )
+    m.add_argument("--eps", type=float, default=0.0, help="BatchNorm eps (0)")
     m.add_argument("--format", choices=("table", "json"), default="table")
     m.set_defaults(func=_cmd_moments)
 
     s = sub.add_parser(
-        "simulate", help="measure dropout on an n-by-n normal tensor (streamed)"
+        "simulate",
+        help="measure dropout on an n-by-n tensor (streamed), a linear unit or "
+        "a BatchNorm",
     )
-    s.add_argument("--n", type=_positive_int, default=10000, help="side of the tensor")
-    s.add_argument("--p", type=_probability, nargs="+", default=[0.1, 0.25, 0.5])
-    s.add_argument("--scaling", nargs="+", default=["inverted"], help=scal_help)
-    s.add_argument("--mean", type=float, default=0.0)
-    s.add_argument("--std", type=float, default=1.0)
+    s.add_argument(
+        "--n",
+        type=_positive_int,
+        default=10000,
+        help="side of the tensor; with --linear or --batchnorm, samples",
+    )
+    s.add_argument("--p", type=_probability, nargs="+", default=None)
+    s.add_argument("--scaling", nargs="+", default=None, help=rule_help)
+    s.add_argument("--input", choices=inputs, default=None, help=input_help)
+    s.add_argument("--mean", type=float, default=None)
+    s.add_argument("--std", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--linear",
+        action="store_true",
+        help="the layer example: 100 inputs (constant 1 unless --input) summed "
+        "with weights 1",
+    )
+    s.add_argument(
+        "--batchnorm",
+        choices=("dropout-bn", "bn-dropout"),
+        default=None,
+        help="simulate nn.BatchNorm1d after (dropout-bn) or before dropout",
+    )
+    s.add_argument("--eps", type=float, default=0.0, help="BatchNorm eps (0)")
+    s.add_argument(
+        "--mask",
+        choices=("count", "elementwise"),
+        default="count",
+        help="draw each chunk's kept count (fast) or one Bernoulli per element",
+    )
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.set_defaults(func=_cmd_simulate)
 
@@ -316,18 +611,33 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--out", type=Path, default=None, help="output folder (runs/<timestamp>)"
     )
-    st.add_argument("--p", type=_probability, nargs="+", default=[0.1, 0.25, 0.5])
+    st.add_argument("--preset", default=None, help="a shipped study (default quick)")
+    st.add_argument("--config", type=Path, default=None, help="a study TOML file")
+    st.add_argument("--p", type=_probability, nargs="+", default=None)
+    st.add_argument("--scaling", nargs="+", default=None, help=scal_help)
+    st.add_argument("--seeds", type=_positive_int, default=None)
+    st.add_argument("--epochs", type=_positive_int, default=None)
+    st.add_argument("--threads", type=_positive_int, default=None)
+    st.add_argument("--group-size", type=_positive_int, default=None)
+    st.add_argument("--executor", choices=("local", "ray"), default=None)
     st.add_argument(
-        "--scaling",
-        nargs="+",
-        default=["inverted", "classic", "variance", "none"],
-        help=scal_help,
+        "--address", default=None, help="Ray cluster address (default: start one)"
     )
-    st.add_argument("--seeds", type=_positive_int, default=5)
-    st.add_argument("--epochs", type=_positive_int, default=30)
-    st.add_argument("--threads", type=_positive_int, default=1)
+    st.add_argument("--device", default=None, help="cpu (default) or cuda")
+    st.add_argument(
+        "--force-new",
+        action="store_true",
+        help="start over when --out holds a different study",
+    )
     st.add_argument("--quiet", action="store_true", help="no progress on stderr")
     st.set_defaults(func=_cmd_study)
+
+    rp = sub.add_parser("report", help="rebuild a study's outputs from its ledger")
+    rp.add_argument("folder", type=Path, help="the study's output folder")
+    rp.set_defaults(func=_cmd_report)
+
+    pr = sub.add_parser("presets", help="list the shipped studies")
+    pr.set_defaults(func=_cmd_presets)
 
     d = sub.add_parser("data", help="fetch data sets into the cache, list them")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)

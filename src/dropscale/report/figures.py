@@ -1,34 +1,56 @@
-"""Figures of a study, written as PNG files."""
+"""Figures of a study, written as PNG files (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from dropscale.study.analysis import summarise
+from dropscale.study.analysis import mc_curve, summarise, sweep_curve
 
-__all__ = ["plot_metric_vs_p"]
+__all__ = ["plot_eval_scale", "plot_mc", "plot_metric_vs_p"]
+
+Row = Mapping[str, object]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _err(iv, scale: float) -> tuple[float, float]:
+    if iv.n < 2:
+        return 0.0, 0.0
+    return (iv.mean - iv.low) * scale, (iv.high - iv.mean) * scale
+
+
+def _scalings(rows: Sequence[Row]) -> list[str]:
+    return list(dict.fromkeys(str(r["scaling"]) for r in rows))
+
+
+def _ps(rows: Sequence[Row]) -> list[float]:
+    return sorted({float(r["p"]) for r in rows})  # type: ignore[arg-type]
 
 
 def plot_metric_vs_p(
-    rows: Iterable[Mapping[str, object]],
+    rows: Iterable[Row],
     metric: str,
     path: Path,
     *,
     ylabel: str,
     scale: float = 1.0,
 ) -> Path:
-    """Plot the mean of ``metric`` against p, one line per convention, with
-    95 % intervals over seeds as error bars; write it to ``path`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Mean of ``metric`` against p, one line per convention, 95 % intervals
+    over seeds as error bars; written to ``path`` (PNG)."""
+    plt = _plt()
+    rows = list(rows)
     summary = summarise(rows, metric)
-    scalings = sorted({s for s, _ in summary})
-    ps = sorted({p for _, p in summary})
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    scalings = _scalings(rows)
+    ps = _ps(rows)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     width = (max(ps) - min(ps) or 1.0) * 0.012
     for i, s in enumerate(scalings):
         xs, ys, lo, hi = [], [], [], []
@@ -36,18 +58,110 @@ def plot_metric_vs_p(
             if (s, p) not in summary:
                 continue
             iv = summary[(s, p)]
-            shift = (i - (len(scalings) - 1) / 2) * width
-            xs.append(p + shift)
+            xs.append(p + (i - (len(scalings) - 1) / 2) * width)
             ys.append(iv.mean * scale)
-            finite = iv.n > 1
-            lo.append((iv.mean - iv.low) * scale if finite else 0.0)
-            hi.append((iv.high - iv.mean) * scale if finite else 0.0)
+            e = _err(iv, scale)
+            lo.append(e[0])
+            hi.append(e[1])
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=s)
     ax.set_xlabel("drop probability p")
     ax.set_ylabel(ylabel)
     ax.set_xticks(ps)
     ax.grid(alpha=0.3)
     ax.legend(title="scaling")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def _panels(plt, n: int, title: str):
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 3.4 * rows), dpi=90, squeeze=False
+    )
+    fig.suptitle(title)
+    flat = [a for row in axes for a in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat
+
+
+def plot_eval_scale(rows: Iterable[Row], scales: Sequence[float], path: Path) -> Path:
+    """Test accuracy against the eval-scale factor c, one panel per p, one
+    line per training convention; c = 1 is the vertical line and each
+    convention's std-matching factors (mean over sites and seeds) the cross."""
+    plt = _plt()
+    rows = list(rows)
+    ps = _ps(rows)
+    fig, axes = _panels(plt, len(ps), "accuracy vs inference scale c")
+    for ax, p in zip(axes, ps, strict=False):
+        for s in _scalings(rows):
+            curve = sweep_curve(rows, s, p, scales)
+            if not curve:
+                continue
+            xs = [c for c, _, _ in curve]
+            ys = [a.mean * 100 for _, a, _ in curve]
+            (line,) = ax.plot(xs, ys, marker=".", label=s)
+            sub = [r for r in rows if r["scaling"] == s and float(r["p"]) == p]  # type: ignore[arg-type]
+            cs = [
+                float(v)  # type: ignore[arg-type]
+                for r in sub
+                for k, v in r.items()
+                if k.startswith("site") and k.endswith("_std_c")
+            ]
+            if cs:
+                acc = sum(float(r["scale_std_accuracy"]) for r in sub) / len(sub)  # type: ignore[arg-type]
+                ax.plot(
+                    [sum(cs) / len(cs)],
+                    [acc * 100],
+                    marker="X",
+                    markersize=9,
+                    color=line.get_color(),
+                    linestyle="none",
+                )
+        ax.axvline(1.0, color="0.4", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"p = {p:g}")
+        ax.set_xlabel("c (X: std-matching c)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(title="trained with", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_mc(rows: Iterable[Row], samples: Sequence[int], path: Path) -> Path:
+    """Monte-Carlo dropout accuracy against the number of passes T, one panel
+    per p; the dashed line is the convention's own deterministic rule."""
+    plt = _plt()
+    rows = list(rows)
+    ps = _ps(rows)
+    fig, axes = _panels(plt, len(ps), "MC dropout accuracy vs passes T")
+    summary = summarise(rows, "accuracy")
+    for ax, p in zip(axes, ps, strict=False):
+        for s in _scalings(rows):
+            curve = mc_curve(rows, s, p, samples)
+            if not curve:
+                continue
+            xs = [t for t, _, _ in curve]
+            ys = [a.mean * 100 for _, a, _ in curve]
+            (line,) = ax.plot(xs, ys, marker=".", label=s)
+            ax.axhline(
+                summary[(s, p)].mean * 100,
+                color=line.get_color(),
+                linestyle="--",
+                linewidth=1,
+            )
+        ax.set_xscale("log")
+        ax.set_title(f"p = {p:g}")
+        ax.set_xlabel("T (dashed: deterministic rule)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(title="scaling", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -22,8 +22,14 @@ __all__ = [
     "Comparison",
     "Interval",
     "PVerdict",
+    "SpreadVerdict",
     "interval",
+    "mc_curve",
+    "mean_or_spread",
+    "paired_interval",
+    "preliminary_note",
     "summarise",
+    "sweep_curve",
     "verdicts",
 ]
 
@@ -70,8 +76,9 @@ class Comparison:
 
     @property
     def separated(self) -> bool:
-        """True when the whole interval of the difference lies above zero."""
-        return self.diff.low > 0.0
+        """True when the whole interval of the difference lies above zero
+        (never with fewer than 3 seeds, whose intervals mean little)."""
+        return self.diff.n >= 3 and self.diff.low > 0.0
 
 
 @dataclass(frozen=True)
@@ -155,4 +162,158 @@ def verdicts(
                 comparisons=tuple(comps),
             )
         )
+    return out
+
+
+def _f(r: Row, key: str) -> float:
+    return float(r[key])  # type: ignore[arg-type]
+
+
+def paired_interval(
+    rows: Iterable[Row], scaling: str, p: float, metric_a: str, metric_b: str
+) -> Interval | None:
+    """Interval of ``metric_a - metric_b`` over the seeds of one (scaling, p);
+    both metrics come from the same trained model, so the pairing is exact."""
+    diffs = [
+        _f(r, metric_a) - _f(r, metric_b)
+        for r in rows
+        if str(r["scaling"]) == scaling and float(r["p"]) == p  # type: ignore[arg-type]
+    ]
+    return interval(diffs) if diffs else None
+
+
+def sweep_curve(
+    rows: Iterable[Row], scaling: str, p: float, scales: Iterable[float]
+) -> list[tuple[float, Interval, Interval]]:
+    """(c, accuracy interval, NLL interval) over the eval-scale grid."""
+    rows = [
+        r
+        for r in rows
+        if str(r["scaling"]) == scaling and float(r["p"]) == p  # type: ignore[arg-type]
+    ]
+    out = []
+    for c in scales:
+        key = f"scale_{c:g}"
+        if rows and f"{key}_accuracy" in rows[0]:
+            out.append(
+                (
+                    c,
+                    interval(_f(r, f"{key}_accuracy") for r in rows),
+                    interval(_f(r, f"{key}_nll") for r in rows),
+                )
+            )
+    return out
+
+
+def mc_curve(
+    rows: Iterable[Row], scaling: str, p: float, samples: Iterable[int]
+) -> list[tuple[int, Interval, Interval]]:
+    """(T, MC accuracy interval, interval of MC minus own-rule accuracy)."""
+    rows = [
+        r
+        for r in rows
+        if str(r["scaling"]) == scaling and float(r["p"]) == p  # type: ignore[arg-type]
+    ]
+    out = []
+    for t in samples:
+        key = f"mc_{t}_accuracy"
+        if rows and key in rows[0]:
+            out.append(
+                (
+                    t,
+                    interval(_f(r, key) for r in rows),
+                    interval(_f(r, key) - _f(r, "accuracy") for r in rows),
+                )
+            )
+    return out
+
+
+def preliminary_note(n_seeds: int) -> str:
+    """The caveat every verdict carries when it rests on few seeds."""
+    if n_seeds <= 5:
+        return (
+            f"With {n_seeds} seed{'s' if n_seeds != 1 else ''} this verdict is "
+            "preliminary: the intervals are wide and a rerun with more seeds "
+            "may change it."
+        )
+    return (
+        f"Based on {n_seeds} seeds; 95 % intervals, so about one comparison in "
+        "twenty that looks separated can be chance."
+    )
+
+
+@dataclass(frozen=True)
+class SpreadVerdict:
+    """Mean-matching (c = 1) against std-matching (measured c per site) at
+    inference, for models trained under one convention at one p.
+
+    ``acc_diff`` and ``nll_diff`` are paired intervals of std-matching minus
+    mean-matching over seeds; ``std_c`` is the mean std-matching factor per
+    site.
+    """
+
+    scaling: str
+    p: float
+    acc_diff: Interval
+    nll_diff: Interval
+    std_c: tuple[float, ...]
+
+    @property
+    def answer(self) -> str:
+        """``"mean"``, ``"spread"`` or ``"undecided"``: the side whose paired
+        accuracy interval excludes 0 (NLL decides when accuracy cannot);
+        undecided with fewer than 3 seeds."""
+        a, n = self.acc_diff, self.nll_diff
+        if a.n < 3:
+            return "undecided"
+        if a.low > 0:
+            return "spread"
+        if a.high < 0:
+            return "mean"
+        if n.high < 0:
+            return "spread"
+        if n.low > 0:
+            return "mean"
+        return "undecided"
+
+    def sentence(self) -> str:
+        a, n = self.acc_diff, self.nll_diff
+        cs = ", ".join(f"{c:.3f}" for c in self.std_c)
+        head = (
+            f"{self.scaling}, p = {self.p:g}: matching the training std "
+            f"(c = {cs} per site) instead of the mean (c = 1) changes test "
+            f"accuracy by {a.mean * 100:+.2f} points "
+            f"[{a.low * 100:+.2f}, {a.high * 100:+.2f}] and NLL by "
+            f"{n.mean:+.4f} [{n.low:+.4f}, {n.high:+.4f}]"
+        )
+        tail = {
+            "spread": "matching the spread gives the better model",
+            "mean": "matching the mean gives the better model",
+            "undecided": "the two are not separable at this number of seeds",
+        }[self.answer]
+        return f"{head}; so {tail}."
+
+
+def mean_or_spread(
+    rows: Iterable[Row], scaling: str = "inverted"
+) -> list[SpreadVerdict]:
+    """The direct test of "mean or spread", per p, for models trained under
+    ``scaling`` (inverted by default, whose c = 1 matches the training mean)."""
+    rows = [r for r in rows if str(r["scaling"]) == scaling]
+    out = []
+    for p in sorted({float(r["p"]) for r in rows}):  # type: ignore[arg-type]
+        acc = paired_interval(
+            rows, scaling, p, "scale_std_accuracy", "scale_1_accuracy"
+        )
+        nll = paired_interval(rows, scaling, p, "scale_std_nll", "scale_1_nll")
+        if acc is None or nll is None:
+            continue
+        sub = [r for r in rows if float(r["p"]) == p]  # type: ignore[arg-type]
+        n_sites = 0
+        while f"site{n_sites}_std_c" in sub[0]:
+            n_sites += 1
+        std_c = tuple(
+            sum(_f(r, f"site{i}_std_c") for r in sub) / len(sub) for i in range(n_sites)
+        )
+        out.append(SpreadVerdict(scaling, p, acc, nll, std_c))
     return out

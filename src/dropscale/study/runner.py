@@ -1,149 +1,152 @@
-"""Run a study: train every trial, then write results.csv, figures and report.md.
+"""Run a study: pending trial groups through an executor, into the ledger, then
+every output file rebuilt from the ledger.
 
-Files are written to a temporary name in the output folder and renamed into
-place, so an interrupted run never leaves a half-written result file.
+Nothing is written in place: each output goes to a temporary name in the
+output folder and is renamed over the old one (``os.replace`` is atomic), and
+each finished group is one ledger transaction. A run killed at any moment
+loses at most the groups in flight; running again with the same ``--out``
+resumes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from dropscale.data import load_digits_split
-from dropscale.study.analysis import PVerdict, verdicts
+from dropscale.study.analysis import PVerdict, SpreadVerdict, mean_or_spread, verdicts
 from dropscale.study.config import StudyConfig
-from dropscale.study.trial import TrialResult, run_trial
+from dropscale.study.executors import RAY_HINT, run_groups
+from dropscale.study.ledger import Ledger
+from dropscale.study.trial import TrialResult
 
-__all__ = ["StudyOutcome", "result_row", "run_study", "write_outputs"]
+__all__ = [
+    "StudyOutcome",
+    "atomic_write",
+    "check_executor",
+    "prepare_out_dir",
+    "run_study",
+]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class StudyOutcome:
+    """What a finished run produced."""
+
     out_dir: Path
     results_csv: Path
     report_md: Path
+    report_html: Path
     seconds: float
     n_trials: int
+    n_run: int
     verdicts: list[PVerdict]
+    spread: list[SpreadVerdict]
 
 
-def result_row(res: TrialResult) -> dict[str, object]:
-    """One CSV row: the trial's configuration, its metrics and per-site stats."""
-    row: dict[str, object] = {
-        "scaling": res.trial.scaling,
-        "p": res.trial.p,
-        "seed": res.trial.seed,
-        "accuracy": res.accuracy,
-        "nll": res.nll,
-        "train_loss": res.train_loss,
-        "seconds": round(res.seconds, 4),
-    }
-    for s in res.sites:
-        for k, v in asdict(s).items():
-            if k != "site":
-                row[f"site{s.site}_{k}"] = v
-    return row
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def prepare_out_dir(out: Path) -> Path:
     """Create ``out`` and check it is writable; raise ``OSError`` saying why not."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".dropscale-write-test"
+        probe = out / f".dropscale-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
         raise OSError(
-            f"cannot write to output folder {str(out)!r}: {e.strerror}"
+            f"--out: cannot write to output folder {str(out)!r}: {e.strerror or e}"
         ) from e
     return out
 
 
-def write_outputs(
-    out: Path, rows: list[dict[str, object]], config: dict, seconds: float
-) -> Path:
-    """Write results.csv, the figures and report.md from result rows."""
-    from dropscale.report import plot_metric_vs_p, render_markdown
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write(out / "results.csv", buf.getvalue().encode())
-    figures = {}
-    for metric, label, scale in (
-        ("accuracy", "test accuracy (%)", 100.0),
-        ("nll", "test NLL", 1.0),
-    ):
-        name = f"{metric}_vs_p.png"
-        tmp = out / f".{name}.tmp"
-        plot_metric_vs_p(rows, metric, tmp, ylabel=label, scale=scale)
-        os.replace(tmp, out / name)
-        figures[f"{metric} vs p"] = name
-    text = render_markdown(rows, config, seconds=seconds, figures=figures)
-    _atomic_write(out / "report.md", text.encode())
-    meta = {"config": config, "seconds": seconds, "n_trials": len(rows)}
-    _atomic_write(out / "study.json", json.dumps(meta, indent=2).encode())
-    return out / "report.md"
+def check_executor(config: StudyConfig) -> None:
+    """Fail early, in one line, when the chosen executor cannot run here."""
+    if config.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"--executor ray needs Ray, which is not installed: {RAY_HINT}"
+            ) from None
 
 
 def run_study(
     config: StudyConfig,
     out: Path,
     *,
-    on_trial: Callable[[TrialResult, int, int], None] | None = None,
+    force_new: bool = False,
+    on_group: Callable[[list[TrialResult], int, int], None] | None = None,
+    ray_num_cpus: int | None = None,
 ) -> StudyOutcome:
-    """Train every trial of ``config`` and write the study's files to ``out``.
+    """Run the trials of ``config`` that ``out``'s ledger does not hold yet,
+    then rebuild results.csv, the figures and both reports.
 
     Args:
-        config: the study definition.
-        out: output folder, created if missing.
-        on_trial: called after each trial with ``(result, done, total)``.
+        config: the study.
+        out: output folder (created if missing); its ledger is resumed.
+        force_new: start over when ``out`` holds a different study.
+        on_group: called after each recorded group with
+            ``(results, done, total)`` counted in trials.
+        ray_num_cpus: CPUs of a local Ray instance (``executor = "ray"``).
+
+    Raises:
+        ValueError: a different study in ``out`` without ``force_new``; Ray
+            requested but not installed.
+        OSError: ``out`` cannot be written.
     """
+    from dropscale.report import build_report
+
+    check_executor(config)
     out = prepare_out_dir(Path(out))
-    torch.set_flush_denormal(True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    try:
-        data = load_digits_split(config.test_fraction, config.split_seed)
+    with Ledger(out, config, force_new=force_new) as ledger:
         trials = config.trials()
-        rows = []
-        for i, trial in enumerate(trials):
-            res = run_trial(config, data, trial)
-            log.info("%s: accuracy %.4f", trial.key, res.accuracy)
-            rows.append(result_row(res))
-            if on_trial is not None:
-                on_trial(res, i + 1, len(trials))
-    finally:
-        torch.set_num_threads(threads)
-    seconds = time.perf_counter() - start
-    report = write_outputs(out, rows, config.as_dict(), seconds)
+        pending = ledger.pending(trials)
+        done = len(trials) - len(pending)
+        groups = config.groups(pending)
+        log.info(
+            "%d of %d trials to run in %d groups",
+            len(pending),
+            len(trials),
+            len(groups),
+        )
+        kwargs = {"num_cpus": ray_num_cpus} if config.executor == "ray" else {}
+        for results, seconds in run_groups(config, groups, **kwargs):
+            ledger.record_group(results, seconds=seconds, executor=config.executor)
+            done += len(results)
+            if on_group is not None:
+                on_group(results, done, len(trials))
+        seconds = time.perf_counter() - start
+        previous = float(ledger.meta("wall_seconds") or 0.0)
+        ledger.set_meta({"wall_seconds": repr(previous + seconds)})
+    paths = build_report(out)
+    rows = paths.rows
     return StudyOutcome(
         out_dir=out,
-        results_csv=out / "results.csv",
-        report_md=report,
+        results_csv=paths.results_csv,
+        report_md=paths.report_md,
+        report_html=paths.report_html,
         seconds=seconds,
         n_trials=len(rows),
+        n_run=len(pending),
         verdicts=verdicts(rows),
+        spread=mean_or_spread(rows),
     )

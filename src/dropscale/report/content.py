@@ -1,0 +1,383 @@
+"""What the report says, as a list of blocks that Markdown and HTML both render.
+
+Every number comes from the result rows (as in results.csv) and the stored
+study definition; every verdict is computed by :mod:`dropscale.study.analysis`.
+
+Blocks are plain tuples:
+
+- ``("h1" | "h2", text)``
+- ``("p", text)`` (``**bold**`` is the only markup)
+- ``("ul", [text, ...])``
+- ``("table", header, rows)`` with every cell a string
+- ``("img", alt, filename)``
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dropscale.moments import moments
+from dropscale.study.analysis import (
+    Interval,
+    mc_curve,
+    mean_or_spread,
+    preliminary_note,
+    summarise,
+    sweep_curve,
+    verdicts,
+)
+
+__all__ = ["Block", "site_ratio_rows", "study_blocks"]
+
+Row = Mapping[str, Any]
+Block = tuple
+
+
+def _iv(iv: Interval, scale: float = 1.0, digits: int = 2, sign: bool = False) -> str:
+    f = f"{'+' if sign else ''}.{digits}f"
+    if iv.n < 2:
+        return f"{iv.mean * scale:{f}} (1 seed)"
+    return f"{iv.mean * scale:{f}} [{iv.low * scale:{f}}, {iv.high * scale:{f}}]"
+
+
+def _n_sites(rows: Sequence[Row]) -> int:
+    n = 0
+    while f"site{n}_train_out_mean" in rows[0]:
+        n += 1
+    return n
+
+
+def site_ratio_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Measured and exact eval/train ratios of mean and std per (scaling, p, site).
+
+    Measured: ``eval_out / train_out`` of the site's output on the test set,
+    averaged over seeds. Exact: :func:`dropscale.moments` for an input with
+    the mean and std measured at the site's input in eval mode. At the first
+    site the input is the same in both modes, so the two must agree up to
+    sampling noise; deeper sites see inputs already changed by earlier
+    dropout in training mode.
+    """
+    acc: dict[tuple[str, float, int], list[list[float]]] = defaultdict(list)
+    for r in rows:
+        for i in range(_n_sites(rows)):
+
+            def g(k: str, r: Row = r, i: int = i) -> float:
+                return float(r[f"site{i}_{k}"])
+
+            if g("train_out_mean") == 0.0 or g("train_out_std") == 0.0:
+                continue
+            exact = moments(
+                float(r["p"]),
+                mean=g("eval_in_mean"),
+                std=g("eval_in_std"),
+                scaling=str(r["scaling"]),
+            )
+            acc[(str(r["scaling"]), float(r["p"]), i)].append(
+                [
+                    g("eval_out_mean") / g("train_out_mean"),
+                    exact.mean_ratio,
+                    g("eval_out_std") / g("train_out_std"),
+                    exact.std_ratio,
+                ]
+            )
+    out = []
+    for (s, p, i), vals in acc.items():
+        m = [sum(col) / len(col) for col in zip(*vals, strict=True)]
+        out.append(
+            {
+                "scaling": s,
+                "p": p,
+                "site": i,
+                "mean_ratio": m[0],
+                "mean_ratio_exact": m[1],
+                "std_ratio": m[2],
+                "std_ratio_exact": m[3],
+            }
+        )
+    order = list(dict.fromkeys(str(r["scaling"]) for r in rows))
+    out.sort(key=lambda d: (order.index(d["scaling"]), d["p"], d["site"]))
+    return out
+
+
+def _definition(d: Mapping[str, Any], rows: Sequence[Row]) -> list[str]:
+    seeds = sorted({int(r["seed"]) for r in rows})
+    opts = json.dumps(d.get("model_options", {}), sort_keys=True)
+    dopts = json.dumps(d.get("dataset_options", {}), sort_keys=True)
+    items = []
+    if d.get("description"):
+        items.append(f"study: {d['description']}")
+    items += [
+        f"data: {d['dataset']} {dopts}",
+        f"model: {d['model']} {opts}; dropout sites: {_n_sites(rows)}",
+        f"conventions: {', '.join(d['scalings'])}",
+        f"drop probabilities p: {', '.join(f'{p:g}' for p in d['ps'])}",
+        f"seeds: {d['seeds']} defined, {len(seeds)} finished",
+        f"training: {d['optimizer']} (lr {d['lr']:g}), {d['epochs']} epochs, "
+        f"batch size {d['batch_size']}; the same optimiser, learning rate and "
+        "epochs for every convention",
+        f"inference variants: own rule; eval scale c in "
+        f"{{{', '.join(f'{c:g}' for c in d['eval_scales'])}}} and the "
+        f"std-matching c per site (calibrated on {d['calibration_examples']} "
+        "training inputs); MC dropout with T in "
+        f"{{{', '.join(str(t) for t in d['mc_samples'])}}}",
+        "pairing: at a given seed every convention starts from the same "
+        "weights, sees the batches in the same order and draws its masks from "
+        "the same stream",
+    ]
+    if d["optimizer"] == "sgd":
+        items.append(
+            "note: with SGD a rule that rescales activations also rescales the "
+            "effective learning rate, so part of any gap is a learning-rate effect"
+        )
+    return items
+
+
+def study_blocks(
+    rows: Sequence[Row],
+    definition: Mapping[str, Any],
+    *,
+    wall_seconds: float,
+    group_seconds: float,
+    figures: Mapping[str, str],
+    code_version: str = "",
+) -> list[Block]:
+    """The report as blocks. ``figures`` maps a figure key (``accuracy``,
+    ``nll``, ``eval_scale``, ``mc``) to its PNG file name."""
+    if not rows:
+        raise ValueError("report: the ledger holds no finished trials yet")
+    d = definition
+    n_seeds = len({int(r["seed"]) for r in rows})
+    scalings = list(dict.fromkeys(str(r["scaling"]) for r in rows))
+    ps = sorted({float(r["p"]) for r in rows})
+    expected = len(d["scalings"]) * len(d["ps"]) * d["seeds"]
+    blocks: list[Block] = [("h1", "dropscale study"), ("h2", "Study definition")]
+    blocks.append(("ul", _definition(d, rows)))
+    if len(rows) < expected:
+        blocks.append(
+            (
+                "p",
+                f"**Incomplete:** {len(rows)} of {expected} trials have finished; "
+                "run the same command again to resume.",
+            )
+        )
+
+    # ---- verdict: which rule wins
+    blocks += [
+        ("h2", "Verdict: which rule gives the better model"),
+        (
+            "p",
+            "Test accuracy under each convention's own inference rule; "
+            "intervals are 95 % Student-t intervals over seeds, gaps are paired "
+            "by seed.",
+        ),
+        ("ul", [v.sentence(scale=100.0, unit=" points") for v in verdicts(rows)]),
+        ("p", "The same for test negative log-likelihood (lower is better):"),
+        (
+            "ul",
+            [
+                v.sentence(scale=1.0, unit="", digits=3)
+                for v in verdicts(rows, "nll", higher_is_better=False)
+            ],
+        ),
+        ("p", preliminary_note(n_seeds)),
+    ]
+
+    # ---- mean or spread
+    blocks += _spread_blocks(rows, scalings, n_seeds)
+
+    # ---- tables and curves
+    acc = summarise(rows, "accuracy")
+    nll = summarise(rows, "nll")
+    table = [
+        [s, f"{p:g}", _iv(acc[(s, p)], 100), _iv(nll[(s, p)], 1, 3)]
+        for s in scalings
+        for p in ps
+        if (s, p) in acc
+    ]
+    blocks += [
+        ("h2", "Accuracy and NLL against p"),
+        ("p", "Mean [95 % interval] over seeds, own inference rule."),
+        ("table", ["scaling", "p", "test accuracy (%)", "test NLL"], table),
+    ]
+    for key, alt in (("accuracy", "accuracy vs p"), ("nll", "NLL vs p")):
+        if key in figures:
+            blocks.append(("img", alt, figures[key]))
+    blocks += _sweep_blocks(rows, d, scalings, ps, figures)
+    blocks += _mc_blocks(rows, d, scalings, ps, figures)
+    blocks += _site_blocks(rows)
+
+    # ---- run time
+    per_min = len(rows) / max(wall_seconds, 1e-9) * 60
+    batched = sorted({int(r.get("batched", 1)) for r in rows})
+    blocks += [
+        ("h2", "Run time"),
+        (
+            "ul",
+            [
+                f"wall time {wall_seconds:.1f} s for {len(rows)} trials "
+                f"({per_min:.1f} trials per minute, all runs of this folder "
+                "together)",
+                f"time inside trial groups: {group_seconds:.1f} s",
+                f"trials per batched computation: {', '.join(str(b) for b in batched)}",
+                f"code version: {code_version or 'unknown'}",
+            ],
+        ),
+    ]
+    return blocks
+
+
+def _spread_blocks(rows: Sequence[Row], scalings: list[str], n_seeds: int) -> list:
+    if "scale_std_accuracy" not in rows[0]:
+        return []
+    main = "inverted" if "inverted" in scalings else scalings[0]
+    found = mean_or_spread(rows, main)
+    answers = [v.answer for v in found]
+    summary = ", ".join(
+        f"{name} at {sum(a == key for a in answers)} of {len(answers)} p values"
+        for key, name in (
+            ("mean", "mean-matching wins"),
+            ("spread", "spread-matching wins"),
+            ("undecided", "undecided"),
+        )
+    )
+    blocks: list = [
+        ("h2", "Mean or spread?"),
+        (
+            "p",
+            f"The direct test: models trained with {main} dropout are evaluated "
+            "with every site's inference factor multiplied by c = 1 (matching "
+            "the training mean) and by the measured per-site c that matches the "
+            "training std. Differences are std-matching minus mean-matching, "
+            "paired by seed (the same trained model).",
+        ),
+        ("ul", [v.sentence() for v in found]),
+        ("p", f"**Summary for {main}:** {summary}. {preliminary_note(n_seeds)}"),
+    ]
+    table = []
+    for s in scalings:
+        for v in mean_or_spread(rows, s):
+            table.append(
+                [
+                    s,
+                    f"{v.p:g}",
+                    ", ".join(f"{c:.3f}" for c in v.std_c),
+                    _iv(v.acc_diff, 100, 2, sign=True),
+                    _iv(v.nll_diff, 1, 4, sign=True),
+                    v.answer,
+                ]
+            )
+    blocks += [
+        ("p", "Every convention, the same comparison:"),
+        (
+            "table",
+            [
+                "trained with",
+                "p",
+                "std-matching c per site",
+                "accuracy change (points)",
+                "NLL change",
+                "better",
+            ],
+            table,
+        ),
+    ]
+    return blocks
+
+
+def _sweep_blocks(rows, d, scalings, ps, figures) -> list:
+    blocks: list = [
+        ("h2", "Eval-scale sweep"),
+        (
+            "p",
+            "Every site's inference factor multiplied by c; c = 1 is the "
+            "convention's own rule. Best c by mean test accuracy, with its "
+            "accuracy and the accuracy at c = 1.",
+        ),
+    ]
+    table = []
+    for s in scalings:
+        for p in ps:
+            curve = sweep_curve(rows, s, p, d["eval_scales"])
+            if not curve:
+                continue
+            best = max(curve, key=lambda t: t[1].mean)
+            one = next(a for c, a, _ in curve if c == 1.0)
+            table.append(
+                [s, f"{p:g}", f"{best[0]:g}", _iv(best[1], 100), _iv(one, 100)]
+            )
+    blocks.append(
+        ("table", ["scaling", "p", "best c", "accuracy at best c", "at c = 1"], table)
+    )
+    if "eval_scale" in figures:
+        blocks.append(("img", "accuracy vs eval scale c", figures["eval_scale"]))
+    return blocks
+
+
+def _mc_blocks(rows, d, scalings, ps, figures) -> list:
+    ts = list(d["mc_samples"])
+    blocks: list = [
+        ("h2", "Monte-Carlo dropout"),
+        (
+            "p",
+            "Mean test accuracy (%) of the softmax averaged over T passes with "
+            "masks drawn, and, last column, MC at the largest T minus the "
+            "deterministic rule, paired by seed.",
+        ),
+    ]
+    table = []
+    for s in scalings:
+        for p in ps:
+            curve = mc_curve(rows, s, p, ts)
+            if not curve:
+                continue
+            table.append(
+                [s, f"{p:g}"]
+                + [f"{a.mean * 100:.2f}" for _, a, _ in curve]
+                + [_iv(curve[-1][2], 100, 2, sign=True)]
+            )
+    blocks.append(
+        (
+            "table",
+            ["scaling", "p", *[f"T={t}" for t in ts], f"T={ts[-1]} - deterministic"],
+            table,
+        )
+    )
+    if "mc" in figures:
+        blocks.append(("img", "MC dropout accuracy vs T", figures["mc"]))
+    return blocks
+
+
+def _site_blocks(rows: Sequence[Row]) -> list:
+    ratios = site_ratio_rows(rows)
+    if not ratios:
+        return []
+    return [
+        ("h2", "Train vs inference activations per dropout site"),
+        (
+            "p",
+            "Eval/train ratio of each site's output mean and std on the test "
+            "set, measured (mean over seeds) next to the exact value from "
+            "dropscale.moments for the site's measured input. Site 0 sees the "
+            "same input in both modes; deeper sites see inputs already changed "
+            "by earlier dropout, so their exact column describes that site alone.",
+        ),
+        (
+            "table",
+            ["scaling", "p", "site", "mean ratio", "exact", "std ratio", "exact"],
+            [
+                [
+                    r["scaling"],
+                    f"{r['p']:g}",
+                    str(r["site"]),
+                    f"{r['mean_ratio']:.4f}",
+                    f"{r['mean_ratio_exact']:.4f}",
+                    f"{r['std_ratio']:.4f}",
+                    f"{r['std_ratio_exact']:.4f}",
+                ]
+                for r in ratios
+            ],
+        ),
+    ]
