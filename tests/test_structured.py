@@ -177,6 +177,15 @@ def test_embedding_dropout_eval_does_not_touch_weight_under_classic():
     assert torch.equal(emb.weight, before)
 
 
+def test_embedding_dropout_keeps_sparse_gradients_sparse():
+    emb = nn.Embedding(1000, 3, sparse=True)
+    words = torch.tensor([[1, 2, 3, 2]])
+    EmbeddingDropout(emb, 0.5)(words, generator=gen(16)).sum().backward()
+    assert emb.weight.grad.is_sparse
+    touched = set(emb.weight.grad.coalesce().indices()[0].tolist())
+    assert touched <= {1, 2, 3}
+
+
 def test_embedding_dropout_errors_and_repr():
     emb = make_embedding()
     with pytest.raises(ValueError, match="2.0"):

@@ -144,7 +144,10 @@ class EmbeddingDropout(nn.Module):
     word is exactly ``a(q) * W[i]``. Inference uses ``W' = b(q) * W``. The
     wrapped embedding's weight is never modified (``W'`` is a new tensor), the
     ``padding_idx`` row receives no gradient, and at ``p = 1`` every output is
-    exactly zero.
+    exactly zero. The rows are looked up first and then scaled, which gives
+    the same values and gradients as looking up in ``W'`` at the cost of the
+    batch rather than of the whole ``(V, D)`` matrix, and keeps
+    ``sparse=True`` gradients sparse.
 
     Args:
         embedding: the ``nn.Embedding`` to wrap; it stays the owner of the
@@ -196,22 +199,32 @@ class EmbeddingDropout(nn.Module):
                 "convert them first, for example indices.long()"
             )
         weight = self.embedding.weight
-        # Shared over dim 1: one decision per row of the (V, D) matrix.
-        dropped = dropout(
-            weight,
-            self.p,
-            scaling=self.scaling,
-            training=self.training,
-            generator=generator,
-            shared_dims=(1,),
-        )
-        return F.embedding(
+        out = F.embedding(
             indices,
-            dropped,
+            weight,
             padding_idx=self.embedding.padding_idx,
             scale_grad_by_freq=self.embedding.scale_grad_by_freq,
             sparse=self.embedding.sparse,
         )
+        _, b = self.scaling.factors(effective_keep_prob(1.0 - self.p))
+        if self.p == 0.0 or (not self.training and b == 1.0):
+            return out
+        # One factor per vocabulary row, (V, 1): a(q) * m in training, b(q) in
+        # eval. Scaling the looked-up rows equals looking up in the scaled
+        # matrix, without building a (V, D) copy at every call.
+        ones = torch.ones(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        rows = dropout(
+            ones,
+            self.p,
+            scaling=self.scaling,
+            training=self.training,
+            generator=generator,
+        )
+        factor = rows[indices]  # (*indices.shape, 1)
+        zero = torch.zeros((), dtype=out.dtype, device=out.device)
+        # where() rather than a product keeps dropped rows exactly zero even
+        # when they hold inf.
+        return torch.where(factor != 0, out * factor, zero)
 
     def extra_repr(self) -> str:
         return f"p={self.p:g}, scaling={self.scaling.name!r}"
