@@ -254,9 +254,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 n_samples=args.n,
                 input=law,
                 scaling=s,
-                seed=args.seed,
+                seed=args.seed + i,
             )
-            for p in ps
+            for i, p in enumerate(ps)
             for s in scalings
         ]
         what = (
@@ -280,9 +280,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 scaling=s,
                 order=args.batchnorm,
                 eps=args.eps,
-                seed=args.seed,
+                seed=args.seed + i,
             )
-            for p in ps
+            for i, p in enumerate(ps)
             for s in scalings
         ]
         what = (
@@ -310,10 +310,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 n_elements=args.n * args.n,
                 input=law,
                 scaling=s,
-                seed=args.seed,
+                seed=args.seed + i,
                 mask=args.mask,
             )
-            for p in ps
+            for i, p in enumerate(ps)
             for s in scalings
         ]
         how = "per chunk (count)" if args.mask == "count" else "per element"
@@ -562,7 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the variance shift at a BatchNorm before or after dropout",
     )
-    m.add_argument("--eps", type=float, default=0.0, help="BatchNorm eps (0)")
+    m.add_argument(
+        "--eps", type=float, default=1e-5, help="BatchNorm eps (default 1e-5)"
+    )
     m.add_argument("--format", choices=("table", "json"), default="table")
     m.set_defaults(func=_cmd_moments)
 
@@ -582,7 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", choices=inputs, default=None, help=input_help)
     s.add_argument("--mean", type=float, default=None)
     s.add_argument("--std", type=float, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="runs at the i-th p use seed + i; rules at one p share their draws",
+    )
     s.add_argument(
         "--linear",
         action="store_true",
@@ -595,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="simulate nn.BatchNorm1d after (dropout-bn) or before dropout",
     )
-    s.add_argument("--eps", type=float, default=0.0, help="BatchNorm eps (0)")
+    s.add_argument(
+        "--eps", type=float, default=1e-5, help="BatchNorm eps (default 1e-5)"
+    )
     s.add_argument(
         "--mask",
         choices=("count", "elementwise"),

@@ -857,18 +857,20 @@ def batchnorm_shift(
     input: InputLike | None = None,
     scaling: ScalingLike = "inverted",
     order: str = "dropout-bn",
-    eps: float = 0.0,
+    eps: float = 1e-5,
 ) -> BatchNormShift:
     """The variance shift at a BatchNorm next to dropout (see :class:`BatchNormShift`).
 
     Example: ``mu = 0``, ``p = 0.5``, inverted dropout before BN: the running
     variance converges to ``sigma^2 / q = 2.0`` (for ``sigma = 1``) and the
-    normalised inference output has std ``sqrt(1 / 2) = 0.7071``.
+    normalised inference output has std ``sqrt(1 / 2) = 0.7071`` (as ``eps``
+    goes to 0; 0.70711 at the default ``eps = 1e-5``).
 
     Args:
         p, keep_prob, mean, std, input, scaling: as in :func:`moments`.
         order: ``"dropout-bn"`` (dropout feeds BatchNorm) or ``"bn-dropout"``.
-        eps: BatchNorm's ``eps`` (0 gives the limiting values).
+        eps: BatchNorm's ``eps`` (PyTorch's default 1e-5; 0 gives the
+            limiting values).
     """
     p = resolve_p(p, keep_prob)
     eps = _nonnegative("eps", eps)

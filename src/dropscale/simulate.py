@@ -578,7 +578,7 @@ def simulate_batchnorm(
     input: InputLike | None = None,
     scaling: ScalingLike = "inverted",
     order: str = "dropout-bn",
-    eps: float = 0.0,
+    eps: float = 1e-5,
     seed: int = 0,
     batch_size: int = 4096,
 ) -> BatchNormSimulation:
@@ -592,6 +592,11 @@ def simulate_batchnorm(
     p = resolve_p(p, keep_prob)
     n_samples = _check_n("n_samples", n_samples, 2)
     batch_size = _check_n("batch_size", batch_size, 2)
+    if not eps > 0.0:
+        raise ValueError(
+            f"eps: nn.BatchNorm1d needs eps > 0 in training, got {eps!r}; use "
+            "1e-5 (its default), or batchnorm_shift(eps=0) for the limit"
+        )
     exact = batchnorm_shift(
         p, mean=mean, std=std, input=input, scaling=scaling, order=order, eps=eps
     )
