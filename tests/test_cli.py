@@ -59,14 +59,28 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def table_rows(out):
-    """The data rows of the moments table, keyed by (scaling, p)."""
+COLUMNS = ["train mean", "train std", "eval mean", "eval std", "mean e/t", "std e/t"]
+
+
+def table_rows(out, names=NAMES):
+    """Rows of the moments table for the conventions ``names``, keyed by
+    (scaling, p), with the values of COLUMNS. Columns are right-aligned under
+    their headers, so each value is the last word before its header's end."""
+    lines = out.splitlines()
+    header = next(ln for ln in lines if ln.startswith("scaling"))
+    ends = [header.index(label) + len(label) for label in COLUMNS]
     rows = {}
-    for line in out.splitlines():
+    for line in lines:
         fields = line.split()
-        if len(fields) == 8 and fields[0] != "scaling":
-            rows[fields[0], float(fields[1])] = [float(v) for v in fields[2:]]
+        if len(fields) > 2 and fields[0] in names:
+            values = [float(line[:end].split()[-1]) for end in ends]
+            rows[fields[0], float(fields[1])] = values
     return rows
+
+
+def rows_of(data, names=NAMES):
+    """The JSON rows of the conventions ``names`` (the command lists more)."""
+    return [r for r in data if r["scaling"] in names]
 
 
 # ---------------------------------------------------------------------- moments
@@ -76,7 +90,7 @@ def test_moments_table_values(capsys):
     code, out, err = run(capsys, "moments", "--p", "0.1", "0.25", "0.5")
     assert code == 0
     assert err == ""
-    assert "mean 0 and std 1" in out
+    assert "mean 0, std 1" in out
     rows = table_rows(out)
     assert len(rows) == 12
     assert set(rows) == {(n, p) for n in NAMES for p in PS}
@@ -101,6 +115,7 @@ def test_moments_json_values(capsys):
     assert err == ""
     data = json.loads(out)
     assert isinstance(data, list)
+    data = rows_of(data)
     assert len(data) == 12
     seen = set()
     for row in data:
@@ -139,7 +154,7 @@ def test_moments_mean_and_std_options(capsys):
         "json",
     )
     assert code == 0
-    data = json.loads(out)
+    data = rows_of(json.loads(out))
     assert [r["scaling"] for r in data] == NAMES
     for row in data:
         e = exact(row["scaling"], 0.3, mu=2.0, sigma=0.5)
@@ -152,7 +167,7 @@ def test_moments_mean_and_std_options(capsys):
         )
     code, out, _ = run(capsys, "moments", "--p", "0.3", "--mean", "2", "--std", "0.5")
     assert code == 0
-    assert "mean 2 and std 0.5" in out
+    assert "mean 2, std 0.5" in out
     rows = table_rows(out)
     # Inverted: train mean 2, train std sqrt(0.25 + 0.3 * 4) / sqrt(0.7).
     assert rows["inverted", 0.3][0] == 2.0
@@ -163,7 +178,9 @@ def test_moments_defaults_cover_the_three_ps_and_four_conventions(capsys):
     code, out, _ = run(capsys, "moments", "--format", "json")
     assert code == 0
     data = json.loads(out)
-    assert {(r["scaling"], r["p"]) for r in data} == {(n, p) for n in NAMES for p in PS}
+    assert {r["p"] for r in data} == set(PS)
+    keys = {(r["scaling"], r["p"]) for r in rows_of(data)}
+    assert keys == {(n, p) for n in NAMES for p in PS}
 
 
 def test_moments_scaling_choice_and_custom(capsys):
@@ -192,7 +209,7 @@ def test_moments_scaling_choice_and_custom(capsys):
 def test_moments_keep_all_p_edge_values(capsys):
     code, out, _ = run(capsys, "moments", "--p", "0", "--format", "json")
     assert code == 0
-    for row in json.loads(out):
+    for row in rows_of(json.loads(out)):
         assert row["train_std"] == 1.0 and row["eval_std"] == 1.0
 
 
@@ -249,9 +266,12 @@ def test_simulate_table(capsys):
     assert code == 0
     assert err == ""
     assert "100 x 100" in out
-    lines = [ln for ln in out.splitlines() if ln.startswith("inverted")]
-    assert len(lines) == 4  # input and output rows at two values of p
-    assert "2 runs of 10,000 values" in out
+    for p, train_std in ((0.1, "1.05409"), (0.5, "1.41421")):
+        lines = [ln for ln in out.splitlines() if ln.startswith(f"inverted, {p}")]
+        labels = [ln.split()[2] for ln in lines]
+        assert "input" in labels and "train" in labels
+        # The train row shows the exact std 1 / sqrt(q).
+        assert train_std in lines[labels.index("train")]
 
 
 # ------------------------------------------------------------------ user errors
@@ -296,7 +316,7 @@ def test_user_mistake_gives_one_line_and_exit_code_2(capsys, argv, needle):
 
 
 def test_debug_flag_shows_the_original_exception():
-    with pytest.raises(ValueError, match="valid names"):
+    with pytest.raises(ValueError, match="'dropconnect'"):
         main(["--debug", "moments", "--scaling", "dropconnect"])
 
 
@@ -337,7 +357,7 @@ def test_python_m_dropscale_moments_json():
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     data = json.loads(proc.stdout)
-    by_key = {(r["scaling"], r["p"]): r for r in data}
+    by_key = {(r["scaling"], r["p"]): r for r in rows_of(data)}
     assert set(by_key) == {(n, p) for n in NAMES for p in PS}
     for p, std in INVERTED_STD.items():
         assert round(by_key["inverted", p]["train_std"], 4) == std
