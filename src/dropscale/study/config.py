@@ -208,8 +208,13 @@ class StudyConfig:
         if len(set(ps)) != len(ps):
             raise _err("ps", list(self.ps), "each p once")
         set_(self, "ps", tuple(ps))
-        for key in ("seeds", "epochs", "batch_size", "calibration_examples"):
-            _pos_int(key, getattr(self, key))
+        for key, name in (
+            ("seeds", "seeds"),
+            ("epochs", "training.epochs"),
+            ("batch_size", "training.batch_size"),
+            ("calibration_examples", "inference.calibration_examples"),
+        ):
+            _pos_int(name, getattr(self, key))
         for key in ("group_size", "threads"):
             _pos_int(f"run.{key}", getattr(self, key))
         set_(self, "lr", _pos_float("training.lr", self.lr))

@@ -85,7 +85,9 @@ def _non_negative_int(value: object) -> int:
 def _widths(value: object) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or not value:
         raise ValueError("a non-empty list of positive integers")
-    return tuple(_positive_int(v) for v in value)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ValueError("a non-empty list of positive integers")
+    return tuple(value)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from dropscale.functional import keep_mask, mask_shape
+from dropscale.functional import effective_keep_prob, keep_mask, mask_shape
 from dropscale.layers import Dropout
 from dropscale.scaling import get_scaling
 
@@ -85,7 +85,11 @@ class Site(nn.Module):
         if not stacked and len(ps) != 1:
             raise ValueError(f"an unstacked site holds one trial, got {len(ps)}")
         qs = [1.0 - float(p) for p in ps]
-        facs = [get_scaling(s).factors(q) for s, q in zip(scalings, qs, strict=True)]
+        # Factors at the keep probability the sampler really uses.
+        facs = [
+            get_scaling(s).factors(effective_keep_prob(q))
+            for s, q in zip(scalings, qs, strict=True)
+        ]
         self.qs = qs
         self.register_buffer("a", torch.tensor([f[0] for f in facs]))
         self.register_buffer("b", torch.tensor([f[1] for f in facs]))
