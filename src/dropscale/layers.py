@@ -283,6 +283,10 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"p={self.p:g}, scaling={self.scaling.name!r}"
+        q_eff = effective_keep_prob(1.0 - self.p)
+        if q_eff != 1.0 - self.p:
+            # The sampler keeps with probability t / 2^32 (functional docs).
+            text += f", q_eff={round(q_eff * 2**32)}/2^32"
         if self.shared_dims:
             text += f", shared_dims={self.shared_dims}"
         if self.scaling is MOMENT:
