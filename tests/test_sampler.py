@@ -312,9 +312,3 @@ def test_p_one_gives_exact_zeros_and_zero_grads_for_inf():
     y.sum().backward()
     assert torch.equal(y, torch.zeros(4))
     assert torch.equal(x.grad, torch.zeros(4))
-
-
-def test_layer_repr_states_q_eff_when_it_differs():
-    assert "q_eff" not in repr(dropscale.Dropout(0.5))
-    text = repr(dropscale.Dropout(0.1))
-    assert "q_eff=3865470566/2^32" in text, text

@@ -69,8 +69,12 @@ class Dropout(nn.Module):
     In training each element is kept with probability ``q = 1 - p`` and
     multiplied by ``a(q)``; in eval mode every element is multiplied by
     ``b(q)``. With ``scaling="inverted"`` this is ``torch.nn.Dropout``.
-    ``shared_dims`` repeats one decision along the given dims (channel dropout
-    shares over the spatial dims, time-locked dropout over time).
+    The ``q`` actually used, for the masks and for both factors, is
+    ``effective_keep_prob(1 - p) = round((1 - p) * 2^32) / 2^32``, within
+    ``2^-33`` of ``1 - p`` (equal to it when ``1 - p`` is a multiple of
+    ``2^-32``, such as 0.5 or 0.75). ``shared_dims`` repeats one decision
+    along the given dims (channel dropout shares over the spatial dims,
+    time-locked dropout over time).
 
     ``scaling="moment"`` is the moment-matched affine rule. The units are the
     positions along ``unit_dim`` (default the last dim, the features); each
@@ -283,10 +287,6 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"p={self.p:g}, scaling={self.scaling.name!r}"
-        q_eff = effective_keep_prob(1.0 - self.p)
-        if q_eff != 1.0 - self.p:
-            # The sampler keeps with probability t / 2^32 (functional docs).
-            text += f", q_eff={round(q_eff * 2**32)}/2^32"
         if self.shared_dims:
             text += f", shared_dims={self.shared_dims}"
         if self.scaling is MOMENT:
