@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import torch
@@ -66,6 +67,7 @@ from dropscale.moments import (
     Uniform,
     _resolve_rule,
     _unit_moments,
+    _UnitMoments,
     _weight_and_bias,
     batchnorm_shift,
     input_mean,
@@ -87,6 +89,9 @@ __all__ = [
 
 Z95 = 1.959963984540054
 MASK_MODES = ("count", "elementwise")
+#: Independent streams of draws per simulation, each with its own generator;
+#: fixed, so that results do not depend on how many threads run them.
+STREAMS = 2
 
 
 # ---------------------------------------------------------------- measuring
@@ -177,12 +182,17 @@ def _shifted(
     return out
 
 
-def _power_sums(v: Tensor) -> Tensor:
-    """``[sum v, sum v^2, sum v^3, sum v^4]`` (float32 inside, 4 values)."""
+def _power_sums(v: Tensor, scratch: Tensor | None = None) -> Tensor:
+    """``[sum v, sum v^2, sum v^3, sum v^4]`` of a 1-D tensor, in float64.
+
+    The sums run in ``v``'s dtype; ``scratch`` (at least as long as ``v``)
+    receives ``v^2``, which spares an allocation per call.
+    """
     if v.numel() == 0:
-        return torch.zeros(4, dtype=v.dtype)
-    v2 = v * v
-    return torch.stack((v.sum(), v2.sum(), torch.dot(v2, v), torch.dot(v2, v2)))
+        return torch.zeros(4, dtype=torch.float64)
+    v2 = v * v if scratch is None else torch.mul(v, v, out=scratch[: v.numel()])
+    sums = torch.stack((v.sum(), v2.sum(), torch.dot(v2, v), torch.dot(v2, v2)))
+    return sums.double()
 
 
 # ------------------------------------------------------------------ drawing
@@ -276,6 +286,52 @@ class SimulationResult:
         return d
 
 
+def _stream_sums(
+    dist: InputDistribution,
+    c_x: float,
+    unit: _UnitMoments,
+    p: float,
+    mask: str,
+    n: int,
+    chunk: int,
+    seed: int,
+    exact: Moments,
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """One stream of chunks: power sums of ``d = x - c_x`` over kept and
+    dropped units (and of the centred output for Gaussian dropout)."""
+    q = 1.0 - p
+    gen = torch.Generator().manual_seed(seed)
+    size = max(min(chunk, n), 1)
+    buf, scratch = torch.empty(size), torch.empty(size)
+    kept_sums = torch.zeros(4, dtype=torch.float64)
+    drop_sums = torch.zeros(4, dtype=torch.float64)
+    out_sums = torch.zeros(4, dtype=torch.float64)  # Gaussian dropout only
+    noise = torch.empty(size) if unit.train_map is None else None
+    n_kept = 0
+    left = n
+    while left > 0:
+        k = min(size, left)
+        d = _draw_centered(dist, buf[:k], c_x, gen)
+        if noise is not None:  # Gaussian: y = x g, g ~ N(1, p/q)
+            kept_sums += _power_sums(d, scratch)
+            g = noise[:k].normal_(generator=gen).mul_(math.sqrt(p / q)).add_(1.0)
+            y = d.add_(c_x).mul_(g).sub_(exact.train_mean)
+            out_sums += _power_sums(y, scratch)
+            n_kept += k
+        elif mask == "count":
+            kept = _binomial(k, q, gen)
+            kept_sums += _power_sums(d[:kept], scratch)
+            drop_sums += _power_sums(d[kept:], scratch)
+            n_kept += kept
+        else:
+            m = torch.rand(k, generator=gen) < q
+            kept_sums += _power_sums(d[m], scratch)
+            drop_sums += _power_sums(d[~m], scratch)
+            n_kept += int(m.sum())
+        left -= k
+    return kept_sums, drop_sums, out_sums, n_kept
+
+
 def simulate(
     p: float | None = None,
     *,
@@ -288,6 +344,7 @@ def simulate(
     seed: int = 0,
     chunk_elements: int = 1 << 18,
     mask: str = "count",
+    threads: int | None = None,
 ) -> SimulationResult:
     """Measure dropout's output moments on ``n_elements`` drawn inputs.
 
@@ -297,11 +354,15 @@ def simulate(
         scaling: any rule :func:`dropscale.moments.moments` accepts.
         mean, std, input: the input law, as in :func:`dropscale.moments.moments`
             (default ``N(0, 1)``).
-        seed: seed of the generator that draws inputs and masks.
+        seed: seeds the generators that draw inputs and masks (stream ``i``
+            of the two uses ``2 seed + i``).
         chunk_elements: values drawn and reduced at once; bounds the memory
             (4 bytes each, a few buffers).
         mask: ``"count"`` draws each chunk's kept count, ``"elementwise"`` one
             Bernoulli per element (see the module docstring).
+        threads: worker threads for the two streams of draws (default: up to
+            :func:`torch.get_num_threads`). The results depend on ``seed``
+            only, not on ``threads``.
 
     Returns:
         the measured input, training output and inference output, each with
@@ -312,39 +373,28 @@ def simulate(
     chunk_elements = _check_n("chunk_elements", chunk_elements, 1)
     if mask not in MASK_MODES:
         raise ValueError(f"mask must be one of {', '.join(MASK_MODES)}, got {mask!r}")
+    if threads is not None:
+        threads = _check_n("threads", threads, 1)
     exact = moments(p, mean=mean, std=std, scaling=scaling, input=input)
     rule = _resolve_rule(scaling)
     dist = resolve_input(input, mean=mean, std=std)
     c_x = input_mean(dist)
-    q = 1.0 - p
     unit = _unit_moments(rule, p, c_x, dist.var, standardised=False)
-    gen = torch.Generator().manual_seed(seed)
-    buf = torch.empty(min(chunk_elements, n_elements))
-    kept_sums = torch.zeros(4, dtype=torch.float64)
-    drop_sums = torch.zeros(4, dtype=torch.float64)
-    out_sums = torch.zeros(4, dtype=torch.float64)  # Gaussian dropout only
-    n_kept = 0
-    left = n_elements
-    while left > 0:
-        k = min(buf.numel(), left)
-        d = _draw_centered(dist, buf[:k], c_x, gen)
-        if unit.train_map is None:  # Gaussian: y = x g, g ~ N(1, p/q)
-            g = torch.empty(k).normal_(generator=gen).mul_(math.sqrt(p / q)).add_(1.0)
-            y = (d + c_x).mul_(g).sub_(exact.train_mean)
-            out_sums += _power_sums(y).double()
-            kept_sums += _power_sums(d).double()
-            n_kept += k
-        elif mask == "count":
-            kept = _binomial(k, q, gen)
-            kept_sums += _power_sums(d[:kept]).double()
-            drop_sums += _power_sums(d[kept:]).double()
-            n_kept += kept
-        else:
-            m = torch.rand(k, generator=gen) < q
-            kept_sums += _power_sums(d[m]).double()
-            drop_sums += _power_sums(d[~m]).double()
-            n_kept += int(m.sum())
-        left -= k
+    sizes = [n_elements // STREAMS + (i < n_elements % STREAMS) for i in range(STREAMS)]
+    jobs = [
+        (dist, c_x, unit, p, mask, size, chunk_elements, seed * STREAMS + i, exact)
+        for i, size in enumerate(sizes)
+    ]
+    workers = min(STREAMS, torch.get_num_threads() if threads is None else threads)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(lambda job: _stream_sums(*job), jobs))
+    else:
+        parts = [_stream_sums(*job) for job in jobs]
+    kept_sums = sum((part[0] for part in parts), torch.zeros(4, dtype=torch.float64))
+    drop_sums = sum((part[1] for part in parts), torch.zeros(4, dtype=torch.float64))
+    out_sums = sum((part[2] for part in parts), torch.zeros(4, dtype=torch.float64))
+    n_kept = sum(part[3] for part in parts)
     ks, ds = kept_sums.tolist(), drop_sums.tolist()
     total = [a + b for a, b in zip(ks, ds, strict=True)]
     if unit.train_map is None:
