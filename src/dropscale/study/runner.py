@@ -67,6 +67,7 @@ def prepare_out_dir(out: Path) -> Path:
     """Create ``out`` and check it is writable; raise ``OSError`` saying why not."""
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
         probe = out / f".dropscale-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
@@ -75,6 +76,20 @@ def prepare_out_dir(out: Path) -> Path:
             f"--out: cannot write to output folder {str(out)!r}: {e.strerror or e}"
         ) from e
     return out
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.NAME.PID.tmp`` files left by a killed run (PID not alive)."""
+    for tmp in out.glob(".*.*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            continue
 
 
 def check_executor(config: StudyConfig) -> None:
