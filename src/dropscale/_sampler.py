@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,6 +68,8 @@ _MIX2 = 0x94D049BB133111EB
 # more than it saves.
 _PARALLEL_MIN = 1 << 18
 _KERNEL_DTYPES = (torch.float32, torch.float64)
+_CPUS = os.cpu_count() or 1
+_CPU = torch.device("cpu")
 
 
 def keep_threshold(q: float) -> int:
@@ -128,7 +131,6 @@ _pool: ThreadPoolExecutor | None = None
 
 def _build_kernels() -> dict[str, Callable[..., Any]]:
     import numba
-    import numpy as np
 
     gamma, mix1, mix2 = np.uint64(_GAMMA), np.uint64(_MIX1), np.uint64(_MIX2)
     words, block, lanes = _WORDS_PER_BLOCK, _BLOCK, _LANES
@@ -219,8 +221,11 @@ def _run_split(task: Callable[[int, int], None], units: int, n: int) -> None:
     when the tensor has at least ``_PARALLEL_MIN`` elements. The kernels
     release the GIL; the result does not depend on the split."""
     global _pool
-    threads = min(torch.get_num_threads(), os.cpu_count() or 1, units)
-    if threads <= 1 or n < _PARALLEL_MIN:
+    if n < _PARALLEL_MIN:
+        task(0, units)
+        return
+    threads = min(torch.get_num_threads(), _CPUS, units)
+    if threads <= 1:
         task(0, units)
         return
     if _pool is None or _pool._max_workers < threads:
@@ -257,7 +262,7 @@ def keep_mask(
     Draws one 64-bit seed from ``generator`` per call, whatever the shape.
     """
     shape = tuple(int(s) for s in shape)
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = _CPU if device is None else torch.device(device)
     seed, t = draw_seed(generator), keep_threshold(q)
     n = math.prod(shape)
     kernels = _get_kernels() if device.type == "cpu" else None
@@ -265,13 +270,9 @@ def keep_mask(
         return _keep_torch(n, seed, t, device).view(shape)
     keep = torch.empty(shape, dtype=torch.bool)
     if n:
-        import numpy as np
-
-        k8 = _numpy(keep).reshape(-1).view(np.uint8)
-        s, tt = np.uint64(seed), np.uint64(t)
-        _run_split(
-            lambda b0, b1: kernels["keep"](k8, s, tt, b0, b1), -(-n // _BLOCK), n
-        )
+        k8 = keep.view(torch.uint8).numpy().reshape(-1)
+        fill, s, tt = kernels["keep"], np.uint64(seed), np.uint64(t)
+        _run_split(lambda b0, b1: fill(k8, s, tt, b0, b1), -(-n // _BLOCK), n)
     return keep
 
 
@@ -281,8 +282,6 @@ def _scale_into(x: Tensor, keep: Tensor, a: float) -> Tensor:
     if kernels is None or keep.shape != x.shape or not x.is_contiguous():
         out = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
         return out if a == 1.0 else out.mul_(a)
-    import numpy as np
-
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     xs, os_ = _numpy(x).reshape(-1), _numpy(out).reshape(-1)
     ks = _numpy(keep.contiguous()).reshape(-1).view(np.uint8)
@@ -317,8 +316,6 @@ class _FusedDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, seed: int, t: int, a: float) -> Tensor:
-        import numpy as np
-
         kernels = _get_kernels()
         assert kernels is not None, "caller checks that the kernels exist"
         x = x.contiguous()
