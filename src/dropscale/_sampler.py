@@ -130,67 +130,9 @@ _pool: ThreadPoolExecutor | None = None
 
 
 def _build_kernels() -> dict[str, Callable[..., Any]]:
-    import numba
+    from dropscale import _kernels as k
 
-    gamma, mix1, mix2 = np.uint64(_GAMMA), np.uint64(_MIX1), np.uint64(_MIX2)
-    words, block, lanes = _WORDS_PER_BLOCK, _BLOCK, _LANES
-    lane_mask, lane_bits = np.uint64(_LANE_MASK), LANE_BITS
-    jit = numba.njit(nogil=True, cache=True, boundscheck=False)
-
-    @numba.njit(inline="always")
-    def block_hashes(h, seed, blk):
-        base = np.uint64(blk * words)
-        for r in range(words):
-            z = seed + (base + np.uint64(r)) * gamma
-            z = (z ^ (z >> np.uint64(30))) * mix1
-            z = (z ^ (z >> np.uint64(27))) * mix2
-            h[r] = z ^ (z >> np.uint64(31))
-
-    @numba.njit(inline="always")
-    def keep_lane(h, shift, t, keep):
-        for r in range(keep.size):
-            keep[r] = ((h[r] >> shift) & lane_mask) < t
-
-    @numba.njit(inline="always")
-    def drop_lane(h, shift, t, a, x, out, keep):
-        zero = x.dtype.type(0)
-        for r in range(x.size):
-            k = ((h[r] >> shift) & lane_mask) < t
-            keep[r] = k
-            out[r] = x[r] * a if k else zero
-
-    @jit
-    def keep_blocks(keep, seed, t, b0, b1):
-        n = keep.size
-        h = np.empty(words, np.uint64)
-        for blk in range(b0, b1):
-            block_hashes(h, seed, blk)
-            for j in range(lanes):
-                s = min(blk * block + j * words, n)
-                e = min(s + words, n)
-                keep_lane(h, np.uint64(lane_bits * j), t, keep[s:e])
-
-    @jit
-    def drop_blocks(x, out, keep, seed, t, a, b0, b1):
-        n = x.size
-        h = np.empty(words, np.uint64)
-        for blk in range(b0, b1):
-            block_hashes(h, seed, blk)
-            for j in range(lanes):
-                s = min(blk * block + j * words, n)
-                e = min(s + words, n)
-                drop_lane(
-                    h, np.uint64(lane_bits * j), t, a, x[s:e], out[s:e], keep[s:e]
-                )
-
-    @jit
-    def scale_range(x, keep, out, a, s, e):
-        xs, ks, os_ = x[s:e], keep[s:e], out[s:e]
-        zero = x.dtype.type(0)
-        for r in range(xs.size):
-            os_[r] = xs[r] * a if ks[r] else zero
-
-    return {"keep": keep_blocks, "drop": drop_blocks, "scale": scale_range}
+    return {"keep": k.keep_blocks, "drop": k.drop_blocks, "scale": k.scale_range}
 
 
 def _get_kernels() -> dict[str, Callable[..., Any]] | None:
