@@ -130,8 +130,16 @@ def test_same_seed_repeats_and_chunking_bounds_nothing_but_memory():
     a = simulate(0.25, n_elements=50_000, seed=4)
     b = simulate(0.25, n_elements=50_000, seed=4)
     assert a.output == b.output
-    c = simulate(0.25, n_elements=50_000, seed=4, chunk_elements=7)
+    c = simulate(0.25, n_elements=20_000, seed=4, chunk_elements=13)
     assert_agrees(c.output)
+
+
+def test_results_depend_on_the_seed_not_on_threads():
+    one = simulate(0.3, n_elements=100_001, seed=9, scaling="alpha", threads=1)
+    two = simulate(0.3, n_elements=100_001, seed=9, scaling="alpha", threads=2)
+    assert one.output == two.output and one.input == two.input
+    other = simulate(0.3, n_elements=100_001, seed=10, scaling="alpha")
+    assert other.output.mean != one.output.mean
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
