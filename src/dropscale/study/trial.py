@@ -151,7 +151,9 @@ def _train(
     k = len(trials)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr)
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            params, lr=config.lr, fused=device.type == "cpu" or None
+        )
     else:
         opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9)
     _set(
@@ -306,6 +308,9 @@ def _run(
     sites = sites_of(model)
     loss = _train(model, sites, trials, config, data, device)
     measured = _measure(model, sites, trials, config, data, device)
+    extra = get_model(config.model).measure
+    if extra is not None and len(trials) == 1:
+        measured[0][0].update(extra(model, data, trials[0].scaling))
     seconds = (time.perf_counter() - start) / len(trials)
     results = []
     for i, t in enumerate(trials):
