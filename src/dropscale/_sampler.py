@@ -14,18 +14,25 @@ the keep threshold and each element's position:
 * the element is kept when ``u_i < t`` with ``t = round(q * 2^32)``.
 
 So the keep probability actually used is ``q_eff = t / 2^32``, within
-``2^-33`` of the requested ``q`` (a 16-bit lane would be as fast to within
-about 10 % but only within ``2^-17``), and callers compute their rescaling factors
-from ``q_eff`` so that the mean is preserved exactly. Because the mask is a
-function of positions, not of the order of work, it is the same however the
-work is split into chunks or threads, on any device, with or without the
-compiled kernels.
+``2^-33`` of the requested ``q`` (16-bit lanes would save about 10 % of the
+kernel time but only reach ``2^-17``), and callers compute their rescaling
+factors from ``q_eff`` so that the mean is preserved exactly. Because the
+mask is a function of positions, not of the order of work, it is the same
+however the work is split into chunks or threads, on any device, with or
+without the compiled kernels.
 
 Backends: on the CPU, kernels compiled with numba (imported on first use)
 draw the mask and apply it in one pass over memory, splitting large tensors
 over ``torch.get_num_threads()`` threads; without numba, and on other devices,
 the same hash is computed with tensor operations (slower, identical masks).
 For backward, the training paths keep the boolean mask (1 byte per element).
+
+Known limits: the tensor-operation fallback builds int64 temporaries (about
+5 bytes per mask element) and runs several times slower than the kernels; the
+fused CPU path returns a contiguous tensor even for a channels-last input;
+inverted dropout of a CUDA tensor without a generator uses PyTorch's own
+fused kernel instead (see :func:`dropscale.functional.dropout`), so only
+masks drawn with a generator match the CPU's there.
 """
 
 from __future__ import annotations
@@ -88,7 +95,7 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     Without a generator PyTorch's default CPU generator is used, so
     ``torch.manual_seed`` fixes the masks on every device.
     """
-    device = generator.device if generator is not None else torch.device("cpu")
+    device = generator.device if generator is not None else _CPU
     word = torch.empty((), dtype=torch.int64, device=device)
     word.random_(-(1 << 63), None, generator=generator)
     return int(word.item()) & _MASK64
