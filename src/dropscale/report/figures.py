@@ -89,21 +89,22 @@ def _panels(plt, n: int, title: str):
 
 
 def plot_eval_scale(rows: Iterable[Row], scales: Sequence[float], path: Path) -> Path:
-    """Test accuracy against the eval-scale factor c, one panel per p, one
-    line per training convention; c = 1 is the vertical line and each
-    convention's std-matching factors (mean over sites and seeds) the cross."""
+    """Test accuracy (top) and NLL (bottom) against the eval-scale factor c,
+    one column per p, one line per training convention; c = 1 is the
+    vertical line and each convention's std-matching factors (mean over sites
+    and seeds) the cross."""
     plt = _plt()
     rows = list(rows)
     ps = _ps(rows)
-    fig, axes = _panels(plt, len(ps), "accuracy vs inference scale c")
-    for ax, p in zip(axes, ps, strict=False):
+    fig, axes = plt.subplots(
+        2, len(ps), figsize=(3.6 * len(ps) + 0.6, 6.4), dpi=90, squeeze=False
+    )
+    fig.suptitle("inference scale c: accuracy and NLL (X: std-matching c)")
+    for col, p in enumerate(ps):
         for s in _scalings(rows):
             curve = sweep_curve(rows, s, p, scales)
             if not curve:
                 continue
-            xs = [c for c, _, _ in curve]
-            ys = [a.mean * 100 for _, a, _ in curve]
-            (line,) = ax.plot(xs, ys, marker=".", label=s)
             sub = [r for r in rows if r["scaling"] == s and float(r["p"]) == p]  # type: ignore[arg-type]
             cs = [
                 float(v)  # type: ignore[arg-type]
@@ -111,23 +112,33 @@ def plot_eval_scale(rows: Iterable[Row], scales: Sequence[float], path: Path) ->
                 for k, v in r.items()
                 if k.startswith("site") and k.endswith("_std_c")
             ]
-            if cs:
-                acc = sum(float(r["scale_std_accuracy"]) for r in sub) / len(sub)  # type: ignore[arg-type]
-                ax.plot(
-                    [sum(cs) / len(cs)],
-                    [acc * 100],
-                    marker="X",
-                    markersize=9,
-                    color=line.get_color(),
-                    linestyle="none",
-                )
-        ax.axvline(1.0, color="0.4", linewidth=1)
-        ax.set_xscale("log", base=2)
-        ax.set_title(f"p = {p:g}")
-        ax.set_xlabel("c (X: std-matching c)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(title="trained with", fontsize=8)
+            xs = [c for c, _, _ in curve]
+            for row, (idx, key, scale) in enumerate(
+                ((1, "scale_std_accuracy", 100.0), (2, "scale_std_nll", 1.0))
+            ):
+                ax = axes[row][col]
+                ys = [t[idx].mean * scale for t in curve]
+                (line,) = ax.plot(xs, ys, marker=".", label=s)
+                if cs:
+                    y = sum(float(r[key]) for r in sub) / len(sub)  # type: ignore[arg-type]
+                    ax.plot(
+                        [sum(cs) / len(cs)],
+                        [y * scale],
+                        marker="X",
+                        markersize=9,
+                        color=line.get_color(),
+                        linestyle="none",
+                    )
+        for row, label in enumerate(("test accuracy (%)", "test NLL")):
+            ax = axes[row][col]
+            ax.axvline(1.0, color="0.4", linewidth=1)
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_ylabel(label)
+        axes[0][col].set_title(f"p = {p:g}")
+        axes[1][col].set_xlabel("c")
+    axes[0][0].legend(title="trained with", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
