@@ -194,6 +194,15 @@ def test_tiny_study_files_and_verdict_follow_from_csv(tmp_path):
     assert {(r["scaling"], float(r["p"]), int(r["seed"])) for r in rows} == {
         (t.scaling, t.p, t.seed) for t in config.trials()
     }
+    # classic and none both train on m x (a = 1): at a shared seed they are
+    # the same trained model, so everything but their eval factor agrees
+    by = {(r["scaling"], r["p"], r["seed"]): r for r in rows}
+    for (s, p, seed), r in by.items():
+        if s == "classic":
+            other = by[("none", p, seed)]
+            for k in r:
+                if k.startswith(("train_loss", "mc_")) or "_train_" in k:
+                    assert r[k] == other[k], k
     md = (folder / "report.md").read_text()
     assert "preliminary" in md  # 3 seeds
     # the winner at every p, recomputed from the CSV alone
