@@ -130,6 +130,7 @@ def main() -> int:
             "json",
         ],
     }
+    load_before = os.getloadavg()[0]
     walls: dict[str, list[float]] = {k: [] for k in sides}
     peaks: dict[str, list[int]] = {k: [] for k in sides}
     outputs: dict[str, str] = {}
@@ -148,7 +149,12 @@ def main() -> int:
     bare_peak = statistics.median(peaks["bare"])
     extra = {k: statistics.median(v) - bare_peak for k, v in peaks.items()}
     print()
-    print(f"n = {args.n}, p = {', '.join(ps)}; medians of {args.rounds} rounds")
+    print(
+        f"n = {args.n}, p = {', '.join(ps)}; medians of {args.rounds} rounds; "
+        f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+        f"on {os.cpu_count()} CPUs"
+    )
     for k in sides:
         print(
             f"{k:<10} wall {med[k]:7.2f} s   peak RSS above bare torch "
@@ -157,10 +163,12 @@ def main() -> int:
     paired = [a / b for a, b in zip(walls["plain"], walls["dropscale"], strict=True)]
     wall_ratio = med["plain"] / med["dropscale"]
     mem_ratio = extra["dropscale"] / extra["plain"] if extra["plain"] > 0 else math.nan
+    net = (med["plain"] - med["bare"]) / max(med["dropscale"] - med["bare"], 1e-9)
     print(
         f"wall time: plain / dropscale = {wall_ratio:.2f}x (per round: "
         f"{', '.join(f'{x:.2f}' for x in paired)}); target >= 4x"
     )
+    print(f"           net of start-up (minus bare torch import): {net:.2f}x")
     print(
         f"extra memory: dropscale / plain = {mem_ratio:.4f} "
         f"(1/{1 / mem_ratio:.0f}); target <= 0.1"
