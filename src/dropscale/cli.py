@@ -81,16 +81,15 @@ def _rule_list(values: Sequence[str]) -> list[str]:
     return [r if isinstance(r, str) else r.name for r in rules]
 
 
-def _input_law(args: argparse.Namespace, default: tuple[str, float, float]):
-    """The input distribution named by ``--input``, ``--mean`` and ``--std``."""
+def _input_law(args: argparse.Namespace, kind: str, mean: float):
+    """The input law of ``--input``, ``--mean`` and ``--std``, with defaults
+    ``kind`` and ``mean``; the std defaults to 0 for a constant, else 1."""
     from dropscale.moments import make_input
 
-    kind = args.input or default[0]
-    mean = default[1] if args.mean is None else args.mean
-    if args.std is not None:
-        std = args.std
-    else:
-        std = 0.0 if kind == "constant" else default[2]
+    kind = args.input or kind
+    mean = mean if args.mean is None else args.mean
+    default_std = 0.0 if kind == "constant" else 1.0
+    std = default_std if args.std is None else args.std
     return make_input(kind, mean=mean, std=std)
 
 
@@ -108,7 +107,7 @@ def _moments_linear_example(args: argparse.Namespace) -> int:
 
     from dropscale.moments import linear_moments
 
-    law = _input_law(args, ("constant", 1.0, 0.0))
+    law = _input_law(args, "constant", 1.0)
     scalings = _rule_list(args.scaling or ["inverted", "none"])
     results = [
         linear_moments(torch.ones(1, 100), p, input=law, scaling=s)
@@ -176,7 +175,7 @@ def _cmd_moments(args: argparse.Namespace) -> int:
 
     if args.example == "linear":
         return _moments_linear_example(args)
-    law = _input_law(args, ("normal", 0.0, 1.0))
+    law = _input_law(args, "normal", 0.0)
     if args.batchnorm:
         return _moments_batchnorm(args, law)
     results = [
@@ -246,7 +245,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.linear:
         import torch
 
-        law = _input_law(args, ("constant", 1.0, 0.0))
+        law = _input_law(args, "constant", 1.0)
         results = [
             simulate_linear(
                 torch.ones(1, 100),
@@ -271,7 +270,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             for r in results
         ]
     elif args.batchnorm:
-        law = _input_law(args, ("normal", 0.0, 1.0))
+        law = _input_law(args, "normal", 0.0)
         results = [
             simulate_batchnorm(
                 p,
@@ -303,7 +302,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     else:
         if args.n < 2:
             raise ValueError(f"--n must be at least 2, got {args.n}")
-        law = _input_law(args, ("normal", 0.0, 1.0))
+        law = _input_law(args, "normal", 0.0)
         results = [
             simulate(
                 p,
@@ -364,7 +363,7 @@ def _study_config(args: argparse.Namespace):
         config = load_study_file(args.config)
     else:
         config = load_preset(args.preset or "quick")
-    return config.with_overrides(
+    config = config.with_overrides(
         scalings=None if args.scaling is None else tuple(_scaling_list(args.scaling)),
         ps=None if args.p is None else tuple(args.p),
         seeds=args.seeds,
@@ -375,6 +374,15 @@ def _study_config(args: argparse.Namespace):
         group_size=args.group_size,
         device=args.device,
     )
+    if getattr(args, "data_dir", None) is not None:
+        if "data_dir" not in config.dataset_options:
+            raise ValueError(
+                f"--data-dir: data set {config.dataset!r} reads no files; "
+                "use it with fashion-mnist, mnist, kmnist or corpus"
+            )
+        options = {**config.dataset_options, "data_dir": str(args.data_dir)}
+        config = config.with_overrides(dataset_options=options)
+    return config
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
@@ -546,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser(
         "moments", help="exact train/eval moments of each rule, layer, BatchNorm"
     )
-    m.add_argument("--p", type=_probability, nargs="+", default=None)
+    m.add_argument(
+        "--p",
+        type=_probability,
+        nargs="+",
+        default=None,
+        help="drop probabilities (default 0.1 0.25 0.5; 0.3 with --example)",
+    )
     m.add_argument("--input", choices=inputs, default=None, help=input_help)
     m.add_argument("--mean", type=float, default=None, help="input mean (default 0)")
     m.add_argument("--std", type=float, default=None, help="input std (default 1)")
@@ -579,11 +593,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=10000,
         help="side of the tensor; with --linear or --batchnorm, samples",
     )
-    s.add_argument("--p", type=_probability, nargs="+", default=None)
+    s.add_argument(
+        "--p",
+        type=_probability,
+        nargs="+",
+        default=None,
+        help="drop probabilities (default 0.1 0.25 0.5; 0.3 with --linear)",
+    )
     s.add_argument("--scaling", nargs="+", default=None, help=rule_help)
     s.add_argument("--input", choices=inputs, default=None, help=input_help)
-    s.add_argument("--mean", type=float, default=None)
-    s.add_argument("--std", type=float, default=None)
+    s.add_argument("--mean", type=float, default=None, help="input mean")
+    s.add_argument("--std", type=float, default=None, help="input std")
     s.add_argument(
         "--seed",
         type=int,
@@ -600,7 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batchnorm",
         choices=("dropout-bn", "bn-dropout"),
         default=None,
-        help="simulate nn.BatchNorm1d after (dropout-bn) or before dropout",
+        help="simulate nn.BatchNorm1d next to dropout: dropout-bn (dropout "
+        "feeds it) or bn-dropout (it feeds dropout)",
     )
     s.add_argument(
         "--eps", type=float, default=1e-5, help="BatchNorm eps (default 1e-5)"
@@ -621,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="output folder (runs/<timestamp>)"
     )
     st.add_argument("--preset", default=None, help="a shipped study (default quick)")
+    st.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder of the data set's files (IDX files, or a text corpus)",
+    )
     st.add_argument("--config", type=Path, default=None, help="a study TOML file")
     st.add_argument("--p", type=_probability, nargs="+", default=None)
     st.add_argument("--scaling", nargs="+", default=None, help=scal_help)
