@@ -11,21 +11,22 @@ Rules whose training output is ``s x + t`` on a kept unit and the constant
 - ``Var[y] = q s^2 sigma^2 + q p (s mu + t - v)^2`` (within-group variance
   plus the spread between the kept and dropped groups).
 
-=============  ==========================  ===================  ============
-rule           training output             inference output     s, t, v
-=============  ==========================  ===================  ============
-convention     ``a m x``                   ``b x``              a, 0, 0
-alpha          ``c (m x + (1-m) al') + d``   ``x``              c, d, c al' q
-gaussian       ``x g``, g ~ N(1, p/q)      ``x``                (no mask)
-matched        ``A m x + B``               ``x``                A, B, B
-=============  ==========================  ===================  ============
+==========  =============================  ==========  ==============
+rule        training output                inference   s, t, v
+==========  =============================  ==========  ==============
+convention  ``a m x``                      ``b x``     a, 0, 0
+alpha       ``c (m x + (1 - m) al') + d``  ``x``       c, d, c al' q
+gaussian    ``x g``, g ~ N(1, p/q)         ``x``       (no mask)
+matched     ``A m x + B``                  ``x``       A, B, B
+==========  =============================  ==========  ==============
 
 - conventions (:mod:`dropscale.scaling`): ``E[y] = a q mu``,
   ``Var[y] = a^2 q (sigma^2 + p mu^2)``; at inference ``b mu`` and
   ``b^2 sigma^2``.
 - alpha dropout (SELU constants ``alpha = 1.6732632423543772``,
   ``lambda = 1.0507009873554805``, saturation value ``al' = -lambda alpha``):
-  ``c = (q + al'^2 q p)^(-1/2)``, ``d = -c al' p``, so a dropped unit takes
+  ``c = (q + al'^2 q p)^(-1/2)``, ``d = -c al' p`` (DESIGN.md's ``a`` and
+  ``b``, the keys of :func:`alpha_constants`), so a dropped unit takes
   ``c al' + d = c al' q``. ``E[y] = c q mu``; for a standardised input
   (``mu = 0``, ``sigma = 1``) the output keeps mean 0 and variance 1.
 - Gaussian dropout: ``E[y] = mu``, ``Var[y] = (sigma^2 + p mu^2) / q``, the
@@ -61,7 +62,9 @@ from dropscale.functional import resolve_p
 from dropscale.scaling import SCALINGS, Scaling, ScalingLike, get_scaling
 
 __all__ = [
+    "BN_ORDERS",
     "EXTRA_RULES",
+    "INPUT_KINDS",
     "SELU_ALPHA",
     "SELU_LAMBDA",
     "BatchNormShift",
@@ -75,6 +78,7 @@ __all__ = [
     "Uniform",
     "alpha_constants",
     "batchnorm_shift",
+    "input_mean",
     "linear_moments",
     "make_input",
     "matched_factors",
@@ -110,6 +114,8 @@ def _resolve_rule(scaling: ScalingLike) -> Scaling | str:
         key = scaling.strip().lower().replace("_", "-")
         if key in _RULE_ALIASES:
             return _RULE_ALIASES[key]
+        if key.startswith("custom:"):
+            return get_scaling(scaling)  # its own error says how to write one
         try:
             return get_scaling(scaling)
         except ValueError:
