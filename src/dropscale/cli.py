@@ -334,7 +334,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"{what}; seed {args.seed}; 95 % intervals; "
+        f"{what}; seed {args.seed}; 95 % intervals (mean: normal approximation; "
+        "std: delta method from the sample's fourth moment); "
         "z = |measured - exact| / standard error"
     )
     _simulate_head()
