@@ -11,7 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from dropscale.data.text import Corpus, Vocab
-from dropscale.models.awd_lstm import AWD_DEFAULT_P, AWDLSTM
+from dropscale.layers import Dropout
+from dropscale.models.awd_lstm import (
+    AWD_DEFAULT_P,
+    AWDLSTM,
+    BatchFirstLM,
+    with_dropout_sites,
+)
 from dropscale.models.lm_training import (
     LMTrainConfig,
     _Averager,
@@ -258,3 +264,37 @@ def test_config_errors():
         LMTrainConfig(bptt=0)
     with pytest.raises(ValueError, match="lr must be a positive number"):
         LMTrainConfig(lr=math.nan)
+
+
+@pytest.mark.parametrize("scaling", ["inverted", "classic", "variance", "none"])
+def test_dropout_site_version_is_the_same_model(scaling):
+    # with_dropout_sites rebuilds the five sites from plain Dropout modules:
+    # the same weights, the same inference output under every rule.
+    model = small(scaling=scaling).eval()
+    tokens = torch.randint(0, V, (9, 3), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want, _ = model(tokens)
+        rebuilt = with_dropout_sites(model).eval()
+        got = BatchFirstLM(rebuilt)(tokens.t())
+    torch.testing.assert_close(got.transpose(0, 1), want)
+    kinds = [m for m in rebuilt.modules() if isinstance(m, Dropout)]
+    assert len(kinds) == 6 and {d.scaling.name for d in kinds} == {scaling}
+
+
+def test_dropout_site_version_keeps_the_mask_structure():
+    torch.manual_seed(10)
+    model = with_dropout_sites(small()).train()
+    seen = {}
+    model.input_drop.register_forward_hook(
+        lambda _m, i, o: seen.update(x=i[0].detach(), y=o.detach())
+    )
+    model.embed_drop.drop.register_forward_hook(
+        lambda _m, _i, o: seen.update(w=o.detach())
+    )
+    model(torch.randint(0, V, (20, 6)))
+    dropped = ((seen["y"] == 0) & (seen["x"] != 0)).any(dim=0)
+    kept = (seen["y"] != 0).any(dim=0)
+    assert not bool((dropped & kept).any()) and bool(dropped.any())
+    rows = seen["w"]  # (V, E): each row all zero or all kept
+    zero = (rows == 0).all(dim=1)
+    assert bool(((rows != 0).all(dim=1) | zero).all()) and bool(zero.any())

@@ -32,12 +32,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
+from dropscale.layers import Dropout
 from dropscale.scaling import Scaling, ScalingLike, get_scaling
 from dropscale.structured import EmbeddingDropout, RNNDropout, WeightDropout
 
-__all__ = ["AWD_DEFAULT_P", "AWDLSTM", "Hidden"]
+__all__ = ["AWD_DEFAULT_P", "AWDLSTM", "BatchFirstLM", "Hidden", "with_dropout_sites"]
 
 #: The drop probabilities of the AWD-LSTM paper's Penn Treebank model, per
 #: site; a model multiplies all five by one ``drop_mult``.
@@ -201,17 +204,96 @@ class AWDLSTM(nn.Module):
             )
         if hidden is None:
             hidden = self.init_hidden(tokens.shape[1])
-        x = self.embed_drop(tokens, generator=generator)  # (T, B, emb)
-        x = self.input_drop(x, generator=generator)
+        # Sites swapped in by with_dropout_sites or a study take no generator.
+        kw = {} if generator is None else {"generator": generator}
+        x = self.embed_drop(tokens, **kw)  # (T, B, emb)
+        x = self.input_drop(x, **kw)
         new_hidden: Hidden = []
         for i, rnn in enumerate(self.rnns):
-            x, state = rnn(x, hidden[i], generator=generator)  # (T, B, width_i)
+            x, state = rnn(x, hidden[i], **kw)  # (T, B, width_i)
             new_hidden.append(state)
             if i < len(self.hidden_drops):
-                x = self.hidden_drops[i](x, generator=generator)
-        x = self.output_drop(x, generator=generator)
+                x = self.hidden_drops[i](x, **kw)
+        x = self.output_drop(x, **kw)
         return self.decoder(x), new_hidden
 
     def extra_repr(self) -> str:
         sites = ", ".join(f"{k}={v:g}" for k, v in self.p.items())
         return f"p=({sites}), scaling={self.scaling.name!r}"
+
+
+# ------------------------------------------------- the same model, Dropout sites
+
+
+class _RowDroppedEmbedding(nn.Module):
+    """Embedding lookup in ``drop(W)``, ``drop`` sharing one decision per row."""
+
+    def __init__(self, embedding: nn.Embedding, drop: nn.Module) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.drop = drop
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        weight = self.drop(self.embedding.weight)  # (V, D), rows kept or zeroed
+        return F.embedding(tokens, weight, padding_idx=self.embedding.padding_idx)
+
+
+class _DropConnect(nn.Module):
+    """An ``nn.LSTM`` run with ``drop(W)`` in place of each named weight ``W``."""
+
+    def __init__(self, module: nn.Module, drop: nn.Module, names: tuple[str, ...]):
+        super().__init__()
+        self.module = module
+        self.drop = drop
+        self.names = names
+
+    def forward(self, x: Tensor, hidden: tuple[Tensor, Tensor]):
+        params = dict(self.module.named_parameters())
+        dropped = {name: self.drop(params[name]) for name in self.names}
+        return functional_call(self.module, dropped, (x, hidden))
+
+
+def with_dropout_sites(model: AWDLSTM) -> AWDLSTM:
+    """Rebuild ``model``'s five dropouts from :class:`dropscale.Dropout` modules.
+
+    Each structured layer is replaced by the same operation written with a
+    plain :class:`~dropscale.Dropout` (same ``p`` and convention): embedding
+    dropout is ``Dropout(shared_dims=(1,))`` applied to the (V, D) matrix,
+    time-locked dropout is ``Dropout(shared_dims=(0,))`` on (T, B, H), and
+    weight dropout applies ``Dropout`` to each ``weight_hh_l0``. Tools that
+    act on every ``Dropout`` of a model (the study's mask streams and
+    eval-scale sweep) then reach all five sites. Masks come from torch's
+    global generator (``Dropout`` takes no generator here). Returns ``model``,
+    changed in place.
+    """
+    conv = model.scaling
+
+    def drop(p: float, shared: tuple[int, ...] = ()) -> Dropout:
+        return Dropout(p, scaling=conv, shared_dims=shared)
+
+    model.embed_drop = _RowDroppedEmbedding(model.encoder, drop(model.p["embed"], (1,)))
+    model.input_drop = drop(model.p["input"], (0,))
+    model.hidden_drops = nn.ModuleList(
+        drop(model.p["hidden"], (0,)) for _ in model.hidden_drops
+    )
+    model.output_drop = drop(model.p["output"], (0,))
+    model.rnns = nn.ModuleList(
+        _DropConnect(r.module, drop(model.p["weight"]), r.names) for r in model.rnns
+    )
+    return model
+
+
+class BatchFirstLM(nn.Module):
+    """Next-token logits for independent windows: (N, T) ids -> (N, T, V).
+
+    Every window starts from a zero state (no state is carried between
+    windows), so windows can be shuffled and batched like examples.
+    """
+
+    def __init__(self, model: AWDLSTM) -> None:
+        super().__init__()
+        self.lm = model
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        logits, _ = self.lm(tokens.t())  # (T, N, V)
+        return logits.transpose(0, 1)

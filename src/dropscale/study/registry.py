@@ -123,6 +123,9 @@ class ModelSpec:
         batched: ``(models, scalings) -> nn.Module`` stacking K initialised
             single-trial models (and their conventions) into one computation,
             or ``None`` when the model can only be trained one trial at a time.
+        measure: ``(model, data, scaling) -> {metric: value}``, extra metrics
+            of one trained single-trial model, taken after the standard ones
+            (it may change the model); ``None`` for none.
     """
 
     name: str
@@ -130,6 +133,7 @@ class ModelSpec:
     build: Callable[[Dataset, Mapping[str, Any], float, str], nn.Module]
     batched: Callable[[list[nn.Module], list[str]], nn.Module] | None = None
     options: tuple[Option, ...] = ()
+    measure: Callable[[nn.Module, Dataset, str], dict[str, float]] | None = None
 
     @property
     def can_batch(self) -> bool:
@@ -241,3 +245,7 @@ register_model(
         options=(Option("hidden", (128, 128), _widths, "hidden layer widths"),),
     )
 )
+
+# Real workloads (MNIST family, text corpora, CNN, AWD-LSTM, MLP with
+# BatchNorm) register themselves on import.
+from dropscale.study import workloads  # noqa: E402, F401

@@ -1,0 +1,409 @@
+"""Real workloads for the study: the MNIST family, text corpora, a CNN, an
+AWD-LSTM language model and an MLP with BatchNorm.
+
+Importing this module registers (see :mod:`dropscale.study.registry`):
+
+data sets
+    ``fashion-mnist``, ``mnist``, ``kmnist``: IDX files (see
+    :mod:`dropscale.data.idx` for where they are looked for); options
+    ``data_dir``, ``n_train``, ``n_test``, ``subset_seed``.
+    ``corpus``: a text corpus cut into independent windows of ``window``
+    tokens for next-token prediction; the Shakespeare texts of the data cache
+    unless ``data_dir`` names a corpus folder (see :mod:`dropscale.data.text`).
+
+models
+    ``cnn``: :class:`dropscale.models.CNN` (channel dropout).
+    ``awd-lstm``: :class:`dropscale.models.AWDLSTM` on windows, its five
+    dropouts as study sites (:func:`~dropscale.models.awd_lstm.with_dropout_sites`).
+    The trial's ``p`` is the largest site's drop probability (weight
+    dropout); the other four keep the AWD-LSTM proportions, so every site's
+    probability is ``p / 0.5`` times its AWD default (one shared multiplier).
+    ``mlp-bn``: hidden layers ``Linear -> ReLU -> Dropout -> BatchNorm``
+    (``order = "dropout-bn"``) or ``Linear -> ReLU -> BatchNorm -> Dropout``
+    (``"bn-dropout"``), with extra metrics: BatchNorm's measured variance
+    shift next to the exact value, and the accuracy after re-estimating the
+    BatchNorm statistics with dropout off.
+
+Known shortcoming: the study's training loop treats windows as independent
+examples, so ``awd-lstm`` trials start every window from a zero state and use
+the study's optimiser (no NT-averaged SGD, no variable window length); the
+full AWD-LSTM recipe is :func:`dropscale.models.train_language_model`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dropscale.data import Dataset
+from dropscale.study.registry import (
+    DatasetSpec,
+    ModelSpec,
+    Option,
+    register_dataset,
+    register_model,
+)
+
+__all__ = ["bn_measure", "windows"]
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("an integer >= 0 (0 means all)")
+    return value
+
+
+def _positive(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("a positive integer")
+    return value
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
+def _choice(*choices: str):
+    def check(value: object) -> str:
+        if value not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return str(value)
+
+    return check
+
+
+def _widths(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError("a non-empty list of positive integers")
+    return tuple(_positive(v) for v in value)
+
+
+# ------------------------------------------------------------- image data
+
+
+def _idx_loader(name: str):
+    def load(options: Mapping[str, Any]) -> Dataset:
+        from dropscale.data.idx import load_idx_dataset
+
+        return load_idx_dataset(
+            name,
+            options["data_dir"] or None,
+            n_train=options["n_train"] or None,
+            n_test=options["n_test"] or None,
+            seed=options["subset_seed"],
+        )
+
+    return load
+
+
+def _register_idx() -> None:
+    from dropscale.data.idx import IDX_SETS
+
+    for name, spec in IDX_SETS.items():
+        register_dataset(
+            DatasetSpec(
+                name=name,
+                description=f"{spec.title}: 28x28 grey images, 10 classes (IDX)",
+                load=_idx_loader(name),
+                options=(
+                    Option("data_dir", "", _text, "folder of the IDX files"),
+                    Option("n_train", 0, _count, "random training subset (0: all)"),
+                    Option("n_test", 0, _count, "random test subset (0: all)"),
+                    Option("subset_seed", 0, _count, "seed of the subsets"),
+                ),
+            )
+        )
+
+
+# -------------------------------------------------------------- text data
+
+
+def windows(ids: Tensor, length: int, limit: int = 0) -> tuple[Tensor, Tensor]:
+    """Non-overlapping windows of ``ids`` (1-D): inputs and next-token targets.
+
+    Window ``i`` is ``x = ids[i*L : (i+1)*L]``, ``y = ids[i*L+1 : (i+1)*L+1]``;
+    ``limit > 0`` uses only the first ``limit`` tokens. Returns two (N, L)
+    tensors.
+    """
+    if limit:
+        ids = ids[: limit + 1]
+    n = (len(ids) - 1) // length
+    if n < 1:
+        raise ValueError(
+            f"window: {len(ids)} tokens do not fill one window of {length}; "
+            "use a shorter window or more text"
+        )
+    x = ids[: n * length].view(n, length)
+    y = ids[1 : n * length + 1].view(n, length)
+    return x, y
+
+
+def _load_corpus(options: Mapping[str, Any]) -> Dataset:
+    from dropscale.data.shakespeare import shakespeare_dir
+    from dropscale.data.text import load_corpus
+
+    folder = options["data_dir"] or shakespeare_dir()
+    corpus = load_corpus(
+        folder,
+        level=options["level"],
+        tokenizer=options["tokenizer"],
+        lower=options["lower"],
+        min_freq=options["min_freq"],
+        max_vocab=options["max_vocab"] or None,
+    )
+    x_tr, y_tr = windows(corpus.train, options["window"], options["max_train_tokens"])
+    x_te, y_te = windows(corpus.test, options["window"], options["max_test_tokens"])
+    return Dataset(
+        name=f"corpus:{corpus.name}",
+        x_train=x_tr,
+        y_train=y_tr,
+        x_test=x_te,
+        y_test=y_te,
+        n_classes=len(corpus.vocab),
+    )
+
+
+# ----------------------------------------------------------------- models
+
+
+def _build_cnn(
+    data: Dataset, options: Mapping[str, Any], p: float, scaling: str
+) -> nn.Module:
+    from dropscale.models import CNN
+
+    side = math.isqrt(data.n_features)
+    if data.x_train.dim() != 2 or side * side != data.n_features:
+        raise ValueError(
+            f"model cnn needs flat square grey images (N, side*side); data set "
+            f"{data.name!r} has inputs of shape {tuple(data.x_train.shape[1:])}"
+        )
+    return CNN(
+        (1, side, side),
+        data.n_classes,
+        channels=options["channels"],
+        hidden=options["hidden"],
+        p=p,
+        scaling=scaling,
+    )
+
+
+def _build_awd(
+    data: Dataset, options: Mapping[str, Any], p: float, scaling: str
+) -> nn.Module:
+    from dropscale.models.awd_lstm import AWDLSTM, BatchFirstLM, with_dropout_sites
+
+    if data.x_train.dim() != 2 or data.x_train.is_floating_point():
+        raise ValueError(
+            f"model awd-lstm needs token windows (N, T) of integer ids; data set "
+            f"{data.name!r} has {data.x_train.dtype} inputs of shape "
+            f"{tuple(data.x_train.shape[1:])}; use the corpus data set"
+        )
+    model = AWDLSTM(
+        data.n_classes,
+        emb_size=options["emb_size"],
+        hidden_size=options["hidden_size"],
+        n_layers=options["n_layers"],
+        drop_mult=p / 0.5,
+        scaling=scaling,
+    )
+    return BatchFirstLM(with_dropout_sites(model))
+
+
+class MLPBatchNorm(nn.Module):
+    """Hidden layers with dropout next to BatchNorm1d (no affine part).
+
+    ``order="dropout-bn"``: ``Linear -> ReLU -> Dropout -> BatchNorm``;
+    ``"bn-dropout"``: ``Linear -> ReLU -> BatchNorm -> Dropout``.
+    """
+
+    def __init__(
+        self, n_in: int, hidden, n_out: int, *, p: float, scaling: str, order: str
+    ) -> None:
+        super().__init__()
+        from dropscale.layers import Dropout
+
+        self.order = order
+        layers: list[nn.Module] = []
+        width = n_in
+        for h in hidden:
+            drop = Dropout(p, scaling=scaling)
+            norm = nn.BatchNorm1d(h, affine=False)
+            pair = [drop, norm] if order == "dropout-bn" else [norm, drop]
+            layers += [nn.Linear(width, h), nn.ReLU(), *pair]
+            width = h
+        layers.append(nn.Linear(width, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def _build_mlp_bn(
+    data: Dataset, options: Mapping[str, Any], p: float, scaling: str
+) -> nn.Module:
+    return MLPBatchNorm(
+        data.n_features,
+        options["hidden"],
+        data.n_classes,
+        p=p,
+        scaling=scaling,
+        order=options["order"],
+    )
+
+
+@torch.no_grad()
+def bn_measure(model: nn.Module, data: Dataset, scaling: str) -> dict[str, float]:
+    """BatchNorm's variance shift (measured and exact) and the re-estimation fix.
+
+    For each BatchNorm layer ``j`` with dropout right before it (metrics
+    ``bn<j>_shift_measured`` and ``bn<j>_shift_exact``): the measured shift
+    is the variance of the BN input at inference (dropout in eval mode)
+    over BN's running variance, per unit, averaged over units; the exact
+    value is :func:`dropscale.moments.batchnorm_shift` at each unit's measured
+    input mean and std (the activations before dropout), averaged alike.
+    Then BN's running statistics are re-estimated on the training inputs
+    with dropout off, and the test accuracy and NLL are measured again.
+    """
+    from dropscale.moments import batchnorm_shift
+    from dropscale.study.sites import sites_of
+
+    net = model.model.net if hasattr(model, "model") else model.net
+    sites = sites_of(net)
+    norms = [m for m in net if isinstance(m, nn.BatchNorm1d)]
+    layers = list(net)
+    out: dict[str, float] = {}
+    # Inputs of every BN and every site at inference, on the training inputs.
+    seen: dict[int, Tensor] = {}
+    hooks = [
+        layers[i].register_forward_hook(
+            lambda _m, inp, _o, i=i: seen.__setitem__(i, inp[0].detach())
+        )
+        for i in range(len(layers))
+    ]
+    for s in sites:
+        s.dropping = False
+    model.eval()
+    x_cal = data.x_train[:4096]
+    net(x_cal)
+    for h in hooks:
+        h.remove()
+    measured, exact = [], []
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, nn.BatchNorm1d) or i == 0:
+            continue
+        before = layers[i - 1]
+        if before not in sites:
+            continue
+        pre = seen[i - 1]  # activations entering dropout, (N, H)
+        var_eval = seen[i].var(0)
+        measured.append(float((var_eval / layer.running_var).mean()))
+        p = 1.0 - before.qs[0]  # a site holds keep probabilities q
+        units = [
+            batchnorm_shift(p, mean=m, std=s_, scaling=scaling).variance_shift
+            for m, s_ in zip(pre.mean(0).tolist(), pre.std(0).tolist(), strict=True)
+            if s_ > 0  # a unit that never fires has no variance to shift
+        ]
+        exact.append(sum(units) / max(1, len(units)))
+    # Per BatchNorm layer: the first sees the data through one dropout only,
+    # so its measured shift is the clean check of the exact value; later
+    # layers also inherit the train/eval difference of the layers before.
+    for j, (m, e) in enumerate(zip(measured, exact, strict=True), 1):
+        out[f"bn{j}_shift_measured"] = m
+        out[f"bn{j}_shift_exact"] = e
+    # The fix: re-estimate BN statistics with dropout in inference mode.
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+        norm.train()
+    for i in range(0, len(data.x_train), 512):
+        net(data.x_train[i : i + 512])
+    model.eval()
+    logp = torch.log_softmax(net(data.x_test).float(), -1)
+    out["bn_recal_accuracy"] = float((logp.argmax(1) == data.y_test).double().mean())
+    out["bn_recal_nll"] = float(-logp.gather(1, data.y_test[:, None]).mean())
+    return out
+
+
+# ------------------------------------------------------------ registration
+
+
+_register_idx()
+
+register_dataset(
+    DatasetSpec(
+        name="corpus",
+        description="a text corpus as windows for next-token prediction "
+        "(default: the Shakespeare texts of the data cache)",
+        load=_load_corpus,
+        options=(
+            Option("data_dir", "", _text, "corpus folder ('': Shakespeare)"),
+            Option("level", "word", _choice("word", "char"), "token level"),
+            Option("tokenizer", "words", _choice("words", "whitespace"), "splitter"),
+            Option("lower", True, _flag, "lower-case the text"),
+            Option("min_freq", 3, _positive, "rarer training tokens become <unk>"),
+            Option("max_vocab", 0, _count, "vocabulary cap (0: none)"),
+            Option("window", 35, _positive, "tokens per window"),
+            Option("max_train_tokens", 0, _count, "training tokens used (0: all)"),
+            Option("max_test_tokens", 0, _count, "test tokens used (0: all)"),
+        ),
+    )
+)
+
+register_model(
+    ModelSpec(
+        name="cnn",
+        description="two conv blocks with channel dropout, then an MLP head",
+        build=_build_cnn,
+        options=(
+            Option("channels", (16, 32), _widths, "channels of each conv block"),
+            Option("hidden", 128, _positive, "width of the head's hidden layer"),
+        ),
+    )
+)
+
+register_model(
+    ModelSpec(
+        name="awd-lstm",
+        description="AWD-LSTM language model (tied weights, five dropout sites)",
+        build=_build_awd,
+        options=(
+            Option("emb_size", 64, _positive, "embedding width"),
+            Option("hidden_size", 192, _positive, "LSTM width"),
+            Option("n_layers", 2, _positive, "LSTM layers"),
+        ),
+    )
+)
+
+register_model(
+    ModelSpec(
+        name="mlp-bn",
+        description="MLP with dropout next to BatchNorm (order dropout-bn or "
+        "bn-dropout)",
+        build=_build_mlp_bn,
+        measure=bn_measure,
+        options=(
+            Option("hidden", (256, 256), _widths, "hidden layer widths"),
+            Option(
+                "order",
+                "dropout-bn",
+                _choice("dropout-bn", "bn-dropout"),
+                "dropout before or after BatchNorm",
+            ),
+        ),
+    )
+)
