@@ -164,11 +164,27 @@ SIDES = {
 }
 
 
-def _study_once(side: str, out_dir: str) -> float:
+_mask_seconds = [0.0]
+
+
+def _timed(fn):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _mask_seconds[0] += time.perf_counter() - start
+
+    return wrapper
+
+
+def _study_once(side: str, out_dir: str) -> tuple[float, float]:
+    """(wall seconds, seconds spent drawing masks) of one default study."""
     from dropscale import cli
 
     saved = (_sampler.keep_mask, _sampler.dropout_train)
-    _sampler.keep_mask, _sampler.dropout_train = SIDES[side]
+    _sampler.keep_mask, _sampler.dropout_train = map(_timed, SIDES[side])
+    _mask_seconds[0] = 0.0
     try:
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
@@ -178,21 +194,25 @@ def _study_once(side: str, out_dir: str) -> float:
         _sampler.keep_mask, _sampler.dropout_train = saved
     if code not in (0, None):
         raise RuntimeError(f"dropscale study exited with {code}")
-    return wall
+    return wall, _mask_seconds[0]
 
 
 def study(rounds: int) -> float:
     """Wall time of the default study per side; "free masks" (all kept, no
     random draws) bounds what any sampler could gain."""
     walls: dict[str, list[float]] = {side: [] for side in SIDES}
+    masks: dict[str, list[float]] = {side: [] for side in SIDES}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for i, side in enumerate(SIDES):
-                walls[side].append(_study_once(side, f"{tmp}/{i}-{r}"))
+                wall, in_masks = _study_once(side, f"{tmp}/{i}-{r}")
+                walls[side].append(wall)
+                masks[side].append(in_masks)
     med = {k: statistics.median(v) for k, v in walls.items()}
-    print("\n3. default `dropscale study`, wall seconds per run")
+    print("\n3. default `dropscale study`: wall seconds per run [of them in masks]")
     for side, v in walls.items():
-        print(f"   {side:>10}: " + ", ".join(f"{w:.1f}" for w in v))
+        runs = [f"{w:.1f} [{m:.1f}]" for w, m in zip(v, masks[side], strict=True)]
+        print(f"   {side:>10}: " + ", ".join(runs))
     ratio = med["torch"] / med["dropscale"]
     bound = med["torch"] / med["free masks"]
     print(f"   ratio torch / dropscale (medians): {ratio:.2f}")
