@@ -37,7 +37,7 @@ FACTORS = {  # DESIGN.md's table: (a(q), b(q))
     "variance": lambda q: (q**-0.5, 1.0),
     "none": lambda q: (1.0, 1.0),
 }
-RULES = [*FACTORS, "alpha", "gaussian", "matched"]
+RULES = [*FACTORS, "alpha", "gaussian", "moment"]
 
 
 # ------------------------------------------------------------ conventions
@@ -156,11 +156,11 @@ def test_gaussian_has_inverted_moments_and_refuses_p_one():
 
 
 @pytest.mark.parametrize(("p", "mu", "sigma"), [(0.3, 2.0, 0.5), (0.8, -3.0, 0.1)])
-def test_matched_rule_factors_and_moments(p, mu, sigma):
+def test_moment_matched_rule_factors_and_moments(p, mu, sigma):
     q = 1 - p
     big_a = math.sqrt(sigma**2 / (q * sigma**2 + q * (1 - q) * mu**2))
     big_b = mu * (1 - big_a * q)
-    m = moments(p, mean=mu, std=sigma, scaling="matched")
+    m = moments(p, mean=mu, std=sigma, scaling="moment")
     assert m.constants["A"] == pytest.approx(big_a, rel=1e-14)
     assert m.constants["B"] == pytest.approx(big_b, rel=1e-14)
     assert m.train_mean == pytest.approx(mu, rel=1e-13)
@@ -172,7 +172,7 @@ def test_matched_factors_at_the_edges():
     assert matched_factors(0.5, 0.0, 0.0) == pytest.approx((math.sqrt(2), 0.0))
     assert matched_factors(0.5, 3.0, 0.0) == pytest.approx((0.0, 3.0))
     assert matched_factors(1.0, 3.0, 1.0) == (0.0, 3.0)
-    m = moments(1.0, mean=3.0, std=1.0, scaling="matched")
+    m = moments(1.0, mean=3.0, std=1.0, scaling="moment")
     assert (m.train_mean, m.train_std) == (3.0, 0.0)
     assert any("p = 1" in n for n in m.notes)
 
@@ -355,9 +355,9 @@ def test_property_ratios_and_second_moments_are_consistent(p, mu, sigma, rule):
         assert m.mean_ratio == pytest.approx(b / (a * q), rel=1e-12)
         if abs(mu) > 1e-3:
             assert m.eval_mean / m.train_mean == pytest.approx(m.mean_ratio, rel=1e-9)
-    if rule in ("gaussian", "matched"):
+    if rule in ("gaussian", "moment"):
         assert m.train_mean == pytest.approx(mu, abs=1e-12)
-    if rule == "matched":
+    if rule == "moment":
         assert m.train_std == pytest.approx(sigma, rel=1e-9, abs=1e-12)
 
 
@@ -376,7 +376,50 @@ def test_property_limits_in_p(mu, sigma, rule):
         return
     at1 = moments(1.0, mean=mu, std=sigma, scaling=rule)
     assert at1.train_std == 0.0
-    assert at1.train_mean == (mu if rule == "matched" else 0.0)
+    assert at1.train_mean == (mu if rule == "moment" else 0.0)
     if rule == "inverted" and sigma > 0.1:
         # inverted: Var = (sigma^2 + p mu^2) / q grows without bound as q -> 0
         assert moments(1 - 1e-8, mean=mu, std=sigma).train_std > 1e3
+
+
+# ------------------------------------------- the library's layers, as checked
+
+
+def test_rule_aliases_and_the_layers_moment_scaling():
+    from dropscale.layers import MOMENT
+
+    want = moments(0.3, mean=1.0, std=2.0, scaling="moment")
+    for alias in ("matched", "moment-matched", MOMENT):
+        got = moments(0.3, mean=1.0, std=2.0, scaling=alias)
+        assert got.constants == want.constants and got.scaling == "moment"
+
+
+@pytest.mark.parametrize("rule", ["alpha", "gaussian", "moment"])
+def test_dropscale_layers_follow_the_exact_moments(rule):
+    # Seeded Monte Carlo of the library's own layers (dropscale.noise and
+    # dropscale.Dropout), 1e6 values, each within 5 standard errors.
+    from dropscale import Dropout, alpha_dropout, gaussian_dropout
+
+    p, mu, sigma, n = 0.3, 0.8, 1.5, 1_000_000
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn(n, 1, generator=gen, dtype=torch.float64) * sigma + mu
+    if rule == "alpha":
+        y = alpha_dropout(x, p, training=True, generator=gen)
+    elif rule == "gaussian":
+        y = gaussian_dropout(x, p, training=True, generator=gen)
+    else:
+        layer = Dropout(p, scaling="moment", num_features=1, momentum=None)
+        layer(x[: n // 2])  # the running estimates converge on this batch
+        layer.update_running_stats = False
+        y = layer(x[n // 2 :])
+    m = moments(p, mean=mu, std=sigma, scaling=rule)
+    k = y.numel()
+    m4 = ((y - y.mean()) ** 4).mean().item()
+    se_mean = m.train_std / math.sqrt(k)
+    se_std = math.sqrt((m4 - m.train_std**4) / k) / (2 * m.train_std)
+    if rule == "moment":
+        # the layer's estimates of mu and sigma come from an independent
+        # sample of the same size, which doubles the variance of the error
+        se_mean, se_std = math.sqrt(2) * se_mean, math.sqrt(2) * se_std
+    assert abs(y.mean().item() - m.train_mean) < Z * se_mean
+    assert abs(y.std().item() - m.train_std) < Z * se_std

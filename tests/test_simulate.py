@@ -24,7 +24,7 @@ from dropscale.simulate import (
 )
 
 Z = 5.0
-RULES = ["inverted", "classic", "variance", "none", "alpha", "gaussian", "matched"]
+RULES = ["inverted", "classic", "variance", "none", "alpha", "gaussian", "moment"]
 
 
 def assert_agrees(m, what=""):
@@ -181,7 +181,7 @@ def test_linear_general_weights_per_input_laws():
     layer = torch.nn.Linear(12, 4)
     mus = torch.linspace(-1, 2, 12)
     sds = torch.linspace(0.2, 1.5, 12)
-    for rule in ("matched", "variance"):
+    for rule in ("moment", "variance"):
         r = simulate_linear(
             layer, 0.4, n_samples=30_000, mean=mus, std=sds, scaling=rule
         )
@@ -196,7 +196,7 @@ def test_linear_general_weights_per_input_laws():
 
 
 @pytest.mark.parametrize("order", ["dropout-bn", "bn-dropout"])
-@pytest.mark.parametrize("rule", ["inverted", "alpha", "matched"])
+@pytest.mark.parametrize("rule", ["inverted", "alpha", "moment"])
 def test_batchnorm_against_torch_batchnorm(order, rule):
     r = simulate_batchnorm(
         0.5, n_samples=100_000, mean=0.5, std=1.0, scaling=rule, order=order, seed=3
@@ -329,7 +329,7 @@ def test_cli_simulate_json_rules_inputs_and_linear(capsys):
         "0.25",
         "--scaling",
         "alpha",
-        "matched",
+        "moment",
         "--input",
         "relu",
         "--format",
@@ -337,7 +337,7 @@ def test_cli_simulate_json_rules_inputs_and_linear(capsys):
     )
     assert code == 0
     res = json.loads(out)["results"]
-    assert [r["scaling"] for r in res] == ["alpha", "matched"]
+    assert [r["scaling"] for r in res] == ["alpha", "moment"]
     for r in res:
         for key in ("input", "output", "eval"):
             assert r[key]["z_mean"] < Z and r[key]["z_std"] < Z

@@ -544,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rule_help = (
         "rules: inverted, classic, variance, none, custom:A,B, alpha, gaussian, "
-        "matched, or 'all'"
+        "moment (the moment-matched rule), or 'all'"
     )
     input_help = (
         "input family: normal, relu (ReLU of a normal with --mean/--std), "

@@ -17,7 +17,7 @@ rule        training output                inference   s, t, v
 convention  ``a m x``                      ``b x``     a, 0, 0
 alpha       ``c (m x + (1 - m) al') + d``  ``x``       c, d, c al' q
 gaussian    ``x g``, g ~ N(1, p/q)         ``x``       (no mask)
-matched     ``A m x + B``                  ``x``       A, B, B
+moment      ``A m x + B``                  ``x``       A, B, B
 ==========  =============================  ==========  ==============
 
 - conventions (:mod:`dropscale.scaling`): ``E[y] = a q mu``,
@@ -91,14 +91,15 @@ SELU_ALPHA = 1.6732632423543772
 SELU_LAMBDA = 1.0507009873554805
 
 #: Rules beyond the ``(a, b)`` conventions of :mod:`dropscale.scaling`.
-EXTRA_RULES = ("alpha", "gaussian", "matched")
+EXTRA_RULES = ("alpha", "gaussian", "moment")
 _RULE_ALIASES = {
     "alpha": "alpha",
     "alpha-dropout": "alpha",
     "gaussian": "gaussian",
     "gaussian-dropout": "gaussian",
-    "matched": "matched",
-    "moment-matched": "matched",
+    "moment": "moment",
+    "matched": "moment",
+    "moment-matched": "moment",
 }
 INPUT_KINDS = ("normal", "relu", "uniform", "constant")
 
@@ -122,6 +123,8 @@ def _resolve_rule(scaling: ScalingLike) -> Scaling | str:
             raise ValueError(
                 f"scaling: unknown rule {scaling!r}; valid: {', '.join(rule_names())}"
             ) from None
+    if isinstance(scaling, Scaling) and scaling.name == "moment":
+        return "moment"  # the layers' Scaling object for the same rule
     return get_scaling(scaling)
 
 
@@ -499,7 +502,7 @@ def _unit_moments(
             )
         constants = {"noise_var": p / q}
         a, b, train_map, eval_scale, mean_ratio = 1.0, 1.0, None, 1.0, 1.0
-    else:  # matched
+    else:  # moment
         big_a, big_b = matched_factors(p, mu, math.sqrt(var))
         constants = {"A": big_a, "B": big_b}
         a, b, eval_scale, mean_ratio = big_a, 1.0, 1.0, 1.0
@@ -549,12 +552,12 @@ class Moments:
         eval_mean, eval_std, eval_second: the same at inference.
         mean_ratio: eval over train mean per unit of ``mu`` (both means are
             proportional to ``mu`` for every rule): ``b / (a q)`` for a
-            convention, ``1 / (a q)`` for alpha, 1 for Gaussian and matched;
+            convention, ``1 / (a q)`` for alpha, 1 for Gaussian and moment;
             ``inf`` when training outputs mean 0 whatever ``mu``.
         std_ratio, var_ratio: ``eval_std / train_std`` and its square
             (``0 / 0`` is reported as 1).
         constants: rule-specific constants (alpha: ``alpha_prime``, ``a``,
-            ``b``, ``dropped_value``; Gaussian: ``noise_var``; matched: ``A``,
+            ``b``, ``dropped_value``; Gaussian: ``noise_var``; moment: ``A``,
             ``B``).
         notes: plain-words caveats, e.g. a rule used outside its assumptions.
     """
@@ -606,7 +609,7 @@ def moments(
             or of the family named in ``input``.
         scaling: a convention (``inverted``, ``classic``, ``variance``,
             ``none``, ``custom:A,B``, a pair ``(a, b)``) or one of ``alpha``,
-            ``gaussian``, ``matched``.
+            ``gaussian``, ``moment`` (the moment-matched rule).
         input: a family name (``normal``, ``relu``, ``uniform``,
             ``constant``), a distribution object, or a tensor of observed
             activations.
