@@ -41,24 +41,30 @@ class MaskStreams:
         index: dict[tuple[int, float], list[int]] = {}
         for k, key in enumerate(zip(seeds, ps, strict=True)):
             index.setdefault((int(key[0]), float(key[1])), []).append(k)
-        self.groups: list[tuple[torch.Generator, list[int], Tensor]] = []
-        for (seed, _), ks in index.items():
+        self.groups: list[tuple[torch.Generator, int]] = []
+        owner = [0] * len(seeds)
+        for g, ((seed, _), ks) in enumerate(index.items()):
             gen = torch.Generator(device=device).manual_seed(seed)
-            self.groups.append((gen, ks, torch.tensor(ks, device=device)))
+            self.groups.append((gen, ks[0]))
+            for k in ks:
+                owner[k] = g
         self.k = len(seeds)
+        # trial k takes the masks of group owner[k]; identity when no trials share
+        self.owner = (
+            None if owner == list(range(self.k)) else torch.tensor(owner, device=device)
+        )
 
     def draw(self, shape: Sequence[int], qs: Sequence[float], device) -> Tensor:
         """Masks of shape (K, *shape), trial k's kept with probability qs[k]."""
-        out = torch.empty((self.k, *shape), dtype=torch.bool, device=device)
-        for gen, ks, index in self.groups:
-            q = qs[ks[0]]
+        masks = []
+        for gen, first in self.groups:
+            q = qs[first]
             if q >= 1.0:
-                out[index] = True
-            elif len(ks) == self.k:
-                out[:] = keep_mask(shape, q, device=device, generator=gen)
+                masks.append(torch.ones(tuple(shape), dtype=torch.bool, device=device))
             else:
-                out[index] = keep_mask(shape, q, device=device, generator=gen)
-        return out
+                masks.append(keep_mask(shape, q, device=device, generator=gen))
+        out = torch.stack(masks)
+        return out if self.owner is None else out[self.owner]
 
 
 class Site(nn.Module):
@@ -138,7 +144,10 @@ class Site(nn.Module):
             keep = self.streams.draw(shape, self.qs, x.device)
             if not self.stacked:
                 keep = keep[0]
-            y = x * (keep.to(x.dtype) * self._per_trial(self.a, x).to(x.dtype))
+            # bool -> float is slow on the CPU; through uint8 it is 3x faster
+            scale = keep.view(torch.uint8).to(x.dtype)
+            scale.mul_(self._per_trial(self.a, x).to(x.dtype))
+            y = x * scale
         else:
             y = x * self._per_trial(self.b * self.c, x).to(x.dtype)
         if self.record is not None:
