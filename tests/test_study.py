@@ -3,6 +3,7 @@ variants, outputs and the verdict recomputed from results.csv."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -254,6 +255,14 @@ def test_resume_runs_only_missing_trials_and_refuses_changed_study(tmp_path):
     assert again.n_run == 0 and again.n_trials == 8
     db = sqlite3.connect(tmp_path / "ledger.sqlite")
     before = dict(db.execute("SELECT key, metrics FROM trials"))
+    for key, text in db.execute("SELECT key, config FROM trials"):
+        c = json.loads(text)
+        assert c["definition_hash"] == config.definition_hash()
+        assert (c["scaling"], c["group_size"], c["executor"]) == (
+            key.split("|")[0],
+            2,
+            "local",
+        )
     db.execute("DELETE FROM trials WHERE seed = 1 AND p = 0.5")
     db.commit()
     db.close()

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS trials (
     seed INTEGER NOT NULL,
     group_id INTEGER NOT NULL,
     batched INTEGER NOT NULL,
+    config TEXT NOT NULL,
     metrics TEXT NOT NULL,
     sites TEXT NOT NULL,
     seconds REAL NOT NULL,
@@ -163,11 +164,22 @@ class Ledger:
         return [t for t in trials if t.key not in done]
 
     def record_group(
-        self, results: list[TrialResult], *, seconds: float, executor: str
+        self,
+        results: list[TrialResult],
+        *,
+        seconds: float,
+        executor: str,
+        run: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record a finished group of trials in one transaction."""
+        """Record a finished group of trials in one transaction.
+
+        Each trial's ``config`` column holds its convention, ``p`` and seed,
+        the study definition's hash and the run settings (``run``: executor,
+        group size, threads, device) it was trained with.
+        """
         now = time.time()
         version = code_version()
+        base = {"definition_hash": self.meta("definition_hash"), **(run or {})}
         with self._tx():
             (gid,) = self._db.execute(
                 "SELECT COALESCE(MAX(group_id), 0) + 1 FROM groups"
@@ -179,7 +191,7 @@ class Ledger:
             for r in results:
                 self._db.execute(
                     "INSERT OR REPLACE INTO trials VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         r.trial.key,
                         r.trial.scaling,
@@ -187,6 +199,14 @@ class Ledger:
                         r.trial.seed,
                         gid,
                         r.batched,
+                        json.dumps(
+                            {
+                                "scaling": r.trial.scaling,
+                                "p": r.trial.p,
+                                "seed": r.trial.seed,
+                                **base,
+                            }
+                        ),
                         json.dumps(r.metrics),
                         json.dumps(r.sites),
                         r.seconds,

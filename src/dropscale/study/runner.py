@@ -145,7 +145,15 @@ def run_study(
         )
         kwargs = {"num_cpus": ray_num_cpus} if config.executor == "ray" else {}
         for results, seconds in run_groups(config, groups, **kwargs):
-            ledger.record_group(results, seconds=seconds, executor=config.executor)
+            ledger.record_group(
+                results,
+                seconds=seconds,
+                executor=config.executor,
+                run={
+                    k: getattr(config, k)
+                    for k in ("executor", "group_size", "threads", "device")
+                },
+            )
             done += len(results)
             if on_group is not None:
                 on_group(results, done, len(trials))
