@@ -21,6 +21,7 @@ from dropscale.study.analysis import PVerdict, SpreadVerdict, mean_or_spread, ve
 from dropscale.study.config import StudyConfig
 from dropscale.study.executors import RAY_HINT, run_groups
 from dropscale.study.ledger import Ledger
+from dropscale.study.rows import csv_text, ledger_rows
 from dropscale.study.trial import TrialResult
 
 __all__ = [
@@ -155,6 +156,10 @@ def run_study(
                 },
             )
             done += len(results)
+            # results.csv follows the ledger after every group (cheap; the
+            # figures and reports are rebuilt once at the end)
+            rows = ledger_rows(ledger.results(), config.definition())
+            atomic_write(out / "results.csv", csv_text(rows).encode())
             if on_group is not None:
                 on_group(results, done, len(trials))
         seconds = time.perf_counter() - start
