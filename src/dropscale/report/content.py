@@ -225,6 +225,21 @@ def study_blocks(
                 f"code version: {code_version or 'unknown'}",
             ],
         ),
+        ("h2", "Known limits"),
+        (
+            "ul",
+            [
+                "Intervals are Student-t intervals over seeds; test accuracy is "
+                "discrete, so when every seed shows the same difference the "
+                "interval has zero width. With fewer than 3 seeds no "
+                "comparison is called separated.",
+                "The std-matching c is calibrated site by site on training "
+                "inputs with one draw of masks; it matches the pooled std of "
+                "each site's output, not every unit's.",
+                "Site statistics pool all units of a site; the exact ratios use "
+                "the pooled input mean and std.",
+            ],
+        ),
     ]
     return blocks
 
