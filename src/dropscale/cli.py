@@ -204,6 +204,10 @@ def _cmd_moments(args: argparse.Namespace) -> int:
             f"{m.eval_second:>11.4f}{m.mean_ratio:>10.4f}{m.std_ratio:>9.4f}"
             f"{m.var_ratio:>9.4f}"
         )
+    print(
+        "mean e/t: eval over train mean per unit of the input mean (every rule's "
+        "means are proportional to it); std e/t, var e/t: eval over train"
+    )
     for m in results:
         if m.constants:
             consts = ", ".join(f"{k} = {v:.4f}" for k, v in m.constants.items())
