@@ -77,6 +77,7 @@ _PARALLEL_MIN = 1 << 18
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _CPUS = os.cpu_count() or 1
 _CPU = torch.device("cpu")
+_scratch = threading.local()
 
 
 def keep_threshold(q: float) -> int:
@@ -95,8 +96,12 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     Without a generator PyTorch's default CPU generator is used, so
     ``torch.manual_seed`` fixes the masks on every device.
     """
-    device = generator.device if generator is not None else _CPU
-    word = torch.empty((), dtype=torch.int64, device=device)
+    if generator is None or generator.device.type == "cpu":
+        word = getattr(_scratch, "word", None)
+        if word is None:  # one per thread, so threads never share it
+            word = _scratch.word = torch.empty((), dtype=torch.int64)
+    else:
+        word = torch.empty((), dtype=torch.int64, device=generator.device)
     word.random_(-(1 << 63), None, generator=generator)
     return int(word.item()) & _MASK64
 
@@ -210,7 +215,7 @@ def keep_mask(
 
     Draws one 64-bit seed from ``generator`` per call, whatever the shape.
     """
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(map(int, shape))
     device = _CPU if device is None else torch.device(device)
     seed, t = draw_seed(generator), keep_threshold(q)
     n = math.prod(shape)
@@ -221,7 +226,11 @@ def keep_mask(
     if n:
         k8 = keep.view(torch.uint8).numpy().reshape(-1)
         fill, s, tt = kernels["keep"], np.uint64(seed), np.uint64(t)
-        _run_split(lambda b0, b1: fill(k8, s, tt, b0, b1), -(-n // _BLOCK), n)
+        blocks = -(-n // _BLOCK)
+        if n < _PARALLEL_MIN:
+            fill(k8, s, tt, 0, blocks)
+        else:
+            _run_split(lambda b0, b1: fill(k8, s, tt, b0, b1), blocks, n)
     return keep
 
 
