@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -88,6 +89,28 @@ def throughput(sizes: list[int], threads: list[int], rounds: int) -> list[float]
                     f"{n / med[rule] / 1e9:>10.3f} {n / med['copy'] / 1e9:>10.3f}"
                 )
     return ratios
+
+
+def sampler_alone(n: int, rounds: int) -> None:
+    """What limits the sampler: drawing a bool mask and the fused forward
+    (no autograd) against a copy of the float32 tensor, 1 thread."""
+    torch.set_num_threads(1)
+    x = torch.randn(n)
+    med = _median_times(
+        {
+            "copy": lambda: x.clone(),
+            "keep_mask": lambda: _sampler.keep_mask((n,), 0.5),
+            "fused forward": lambda: _sampler.dropout_train(x, 0.5, 2.0),
+            "torch bernoulli_": lambda: torch.empty_like(x).bernoulli_(0.5),
+        },
+        rounds,
+    )
+    print(f"   {n} elements, 1 thread, no autograd:")
+    for name, sec in med.items():
+        print(
+            f"   {name:>16}: {sec * 1e3:7.1f} ms  {n / sec / 1e9:6.3f} Gelem/s "
+            f"({sec / med['copy']:.2f} x copy)"
+        )
 
 
 def _status_mib(key: str) -> float:
@@ -231,9 +254,13 @@ def main() -> None:
     if args._peak:
         _peak_child(args._peak, args._n)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads by "
+        f"default, {os.cpu_count()} CPUs"
+    )
     ratios = throughput([1 << 20, 1 << 24], [1, 2], args.rounds)
     print(f"   smallest ratio {min(ratios):.2f} (target >= 4)")
+    sampler_alone(1 << 24, args.rounds)
     torch_mib, ours_mib = peak_memory(1 << 24)
     print(f"   dropscale / torch peak: {ours_mib / torch_mib:.2f} (target <= 1)")
     if not args.skip_study:
