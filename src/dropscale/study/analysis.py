@@ -286,12 +286,17 @@ class SpreadVerdict:
             f"[{a.low * 100:+.2f}, {a.high * 100:+.2f}] and NLL by "
             f"{n.mean:+.4f} [{n.low:+.4f}, {n.high:+.4f}]"
         )
-        tail = {
-            "spread": "matching the spread gives the better model",
-            "mean": "matching the mean gives the better model",
-            "undecided": "the two are not separable at this number of seeds",
-        }[self.answer]
-        return f"{head}; so {tail}."
+        answer = self.answer
+        if answer == "undecided":
+            return f"{head}; the two are not separable at this number of seeds."
+        side = "the spread" if answer == "spread" else "the mean"
+        by_accuracy = a.n >= 3 and (a.low > 0 or a.high < 0)
+        basis = (
+            "on accuracy"
+            if by_accuracy
+            else "accuracy cannot tell them apart, but on NLL"
+        )
+        return f"{head}; {basis}, matching {side} gives the better model."
 
 
 def mean_or_spread(
