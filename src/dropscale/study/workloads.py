@@ -272,10 +272,14 @@ def bn_measure(model: nn.Module, data: Dataset, scaling: str) -> dict[str, float
 
     For each BatchNorm layer ``j`` with dropout right before it (metrics
     ``bn<j>_shift_measured`` and ``bn<j>_shift_exact``): the measured shift
-    is the variance of the BN input at inference (dropout in eval mode)
-    over BN's running variance, per unit, averaged over units; the exact
-    value is :func:`dropscale.moments.batchnorm_shift` at each unit's measured
-    input mean and std (the activations before dropout), averaged alike.
+    is the inference variance of the BN input (dropout in eval mode) over
+    BN's running variance, pooled over units (sum of one over sum of the
+    other, so that near-dead units with tiny variances cannot dominate); the
+    exact value pools :func:`dropscale.moments.batchnorm_shift`'s eval and
+    train variances ``V_e`` and ``V_t`` at each unit's measured input mean
+    and std (the activations before dropout) alike. Units that do not fire
+    on the calibration inputs (the first 4,096 training inputs) are left out
+    of both.
     Then BN's running statistics are re-estimated on the training inputs
     with dropout off, and the test accuracy and NLL are measured again.
     """
@@ -310,15 +314,19 @@ def bn_measure(model: nn.Module, data: Dataset, scaling: str) -> dict[str, float
         if before not in sites:
             continue
         pre = seen[i - 1]  # activations entering dropout, (N, H)
+        # Units that fire on the calibration inputs; a dead unit has no
+        # variance to shift and would divide by (nearly) zero.
+        live = (pre.std(0) > 0) & (layer.running_var > 0)
         var_eval = seen[i].var(0)
-        measured.append(float((var_eval / layer.running_var).mean()))
+        measured.append(float(var_eval[live].sum() / layer.running_var[live].sum()))
         p = 1.0 - before.qs[0]  # a site holds keep probabilities q
-        units = [
-            batchnorm_shift(p, mean=m, std=s_, scaling=scaling).variance_shift
-            for m, s_ in zip(pre.mean(0).tolist(), pre.std(0).tolist(), strict=True)
-            if s_ > 0  # a unit that never fires has no variance to shift
-        ]
-        exact.append(sum(units) / max(1, len(units)))
+        train_var = eval_var = 0.0
+        means, stds = pre.mean(0)[live].tolist(), pre.std(0)[live].tolist()
+        for m, s_ in zip(means, stds, strict=True):
+            unit = batchnorm_shift(p, mean=m, std=s_, scaling=scaling, eps=0.0)
+            train_var += unit.running_var  # V_t, dropout's training variance
+            eval_var += unit.eval_out_std**2 * unit.running_var  # V_e
+        exact.append(eval_var / train_var)
     # Per BatchNorm layer: the first sees the data through one dropout only,
     # so its measured shift is the clean check of the exact value; later
     # layers also inherit the train/eval difference of the layers before.
