@@ -181,3 +181,15 @@ def test_study_data_dir_option(tmp_path, capsys):
     code = main(["study", "--preset", "quick", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "--data-dir: data set 'digits' reads no files" in err
+
+
+def test_study_data_dir_reaches_the_data_set(tmp_path):
+    from dropscale.cli import _study_config, build_parser
+
+    args = build_parser().parse_args(
+        ["study", "--preset", "awd-lstm-quick", "--data-dir", str(tmp_path)]
+    )
+    config = _study_config(args)
+    assert config.dataset == "corpus"
+    assert config.dataset_options["data_dir"] == str(tmp_path)
+    assert config.dataset_options["max_vocab"] == 3000  # the rest is kept
