@@ -277,10 +277,12 @@ def _saved_bytes(fn, x):
 
 
 @pytest.mark.parametrize(
-    ("dtype", "shared"),
-    [(torch.float32, ()), (torch.float16, ()), (torch.float64, (1,))],
+    ("dtype", "shared", "per_element"),
+    [(torch.float32, (), 0), (torch.float16, (), 1), (torch.float64, (1,), 1)],
 )
-def test_backward_saves_at_most_one_byte_per_element(dtype, shared):
+def test_backward_saves_at_most_one_byte_per_element(dtype, shared, per_element):
+    # The fused CPU path (float32/float64, unshared mask) keeps only the seed
+    # and redraws the mask; the other paths keep the boolean mask.
     x = torch.randn(64, 300, dtype=dtype, requires_grad=True)
     y, saved = _saved_bytes(
         lambda t: F.dropout(
@@ -288,7 +290,7 @@ def test_backward_saves_at_most_one_byte_per_element(dtype, shared):
         ),
         x,
     )
-    assert 0 < saved <= x.numel()
+    assert saved == per_element * math.prod(F.mask_shape(x.shape, shared))
     g = torch.randn_like(y)
     y.backward(g)
     keep = F.keep_mask(F.mask_shape(x.shape, shared), 0.6, generator=gen(70))
@@ -312,3 +314,12 @@ def test_p_one_gives_exact_zeros_and_zero_grads_for_inf():
     y.sum().backward()
     assert torch.equal(y, torch.zeros(4))
     assert torch.equal(x.grad, torch.zeros(4))
+
+
+def test_backward_of_a_broadcast_gradient_redraws_the_same_mask():
+    # y.sum().backward() hands backward an expanded (stride-0) gradient.
+    x = torch.randn(5000, requires_grad=True)
+    F.dropout(x, 0.25, training=True, generator=gen(90)).sum().backward()
+    keep = F.keep_mask(x.shape, 0.75, generator=gen(90))
+    a = 1 / F.effective_keep_prob(0.75)
+    assert torch.equal(x.grad, torch.where(keep, torch.full((), a), torch.zeros(())))

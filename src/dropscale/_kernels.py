@@ -51,11 +51,10 @@ def _keep_lane(h, shift, t, keep):
 
 
 @_inline
-def _drop_lane(h, shift, t, a, x, out, keep):
+def _drop_lane(h, shift, t, a, x, out):
     zero = x.dtype.type(0)
     for r in range(x.size):
         k = ((h[r] >> shift) & LANE_MASK) < t
-        keep[r] = k
         out[r] = x[r] * a if k else zero
 
 
@@ -77,8 +76,9 @@ def keep_blocks(keep, seed, t, b0, b1):
 
 
 @_kernel
-def drop_blocks(x, out, keep, seed, t, a, b0, b1):
-    """``out = keep ? x * a : 0`` and the mask itself, for blocks b0 .. b1 - 1."""
+def drop_blocks(x, out, seed, t, a, b0, b1):
+    """``out = keep ? x * a : 0`` for blocks b0 .. b1 - 1, the mask drawn on
+    the fly (backward calls it again on the gradient with the same seed)."""
     n = x.size
     h = np.empty(WORDS, np.uint64)
     for blk in range(b0, b1):
@@ -87,7 +87,7 @@ def drop_blocks(x, out, keep, seed, t, a, b0, b1):
             s = min(blk * BLOCK + j * WORDS, n)
             e = min(s + WORDS, n)
             shift = np.uint64(LANE_BITS * j)
-            _drop_lane(h, shift, t, a, x[s:e], out[s:e], keep[s:e])
+            _drop_lane(h, shift, t, a, x[s:e], out[s:e])
 
 
 @_kernel

@@ -25,7 +25,8 @@ Backends: on the CPU, kernels compiled with numba (imported on first use)
 draw the mask and apply it in one pass over memory, splitting large tensors
 over ``torch.get_num_threads()`` threads; without numba, and on other devices,
 the same hash is computed with tensor operations (slower, identical masks).
-For backward, the training paths keep the boolean mask (1 byte per element).
+For backward, the fused path keeps only the seed and redraws the mask from
+it; the other paths keep the boolean mask (1 byte per element).
 
 Known limits: the tensor-operation fallback builds int64 temporaries (about
 5 bytes per mask element) and runs several times slower than the kernels; the
@@ -270,7 +271,11 @@ class _MaskedScale(torch.autograd.Function):
 
 
 class _FusedDropout(torch.autograd.Function):
-    """Draw the mask and apply it in one pass (CPU, float32/float64)."""
+    """Draw the mask and apply it in one pass (CPU, float32/float64).
+
+    Nothing per element is saved for backward: the gradient goes through the
+    same map with the same seed, which redraws the identical mask.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, seed: int, t: int, a: float) -> Tensor:
@@ -278,23 +283,19 @@ class _FusedDropout(torch.autograd.Function):
         assert kernels is not None, "caller checks that the kernels exist"
         x = x.contiguous()
         out = torch.empty_like(x)
-        keep = torch.empty(x.shape, dtype=torch.bool)
         xs, os_ = _numpy(x).reshape(-1), _numpy(out).reshape(-1)
-        ks = _numpy(keep).reshape(-1).view(np.uint8)
         s, tt, aa = np.uint64(seed), np.uint64(t), xs.dtype.type(a)
 
         def task(b0: int, b1: int) -> None:
-            kernels["drop"](xs, os_, ks, s, tt, aa, b0, b1)
+            kernels["drop"](xs, os_, s, tt, aa, b0, b1)
 
         _run_split(task, -(-xs.size // _BLOCK), xs.size)
-        ctx.save_for_backward(keep)
-        ctx.a = a
+        ctx.seed, ctx.t, ctx.a = seed, t, a
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        (keep,) = ctx.saved_tensors
-        return _MaskedScale.apply(grad, keep, ctx.a), None, None, None
+        return _FusedDropout.apply(grad, ctx.seed, ctx.t, ctx.a), None, None, None
 
 
 def masked_scale(x: Tensor, keep: Tensor, a: float) -> Tensor:

@@ -184,8 +184,9 @@ def dropout(
     ``q = effective_keep_prob(1 - p)``, the keep probability the sampler really
     uses (within ``2^-33`` of ``1 - p``); only inverted dropout of a CUDA tensor
     without a ``generator`` differs: it runs PyTorch's fused kernel, with the
-    exact ``q = 1 - p`` and PyTorch's random stream. For backward the training
-    path keeps a boolean mask, 1 byte per element.
+    exact ``q = 1 - p`` and PyTorch's random stream. For backward, a CPU
+    float32/float64 input with an unshared mask keeps only the 64-bit seed and
+    redraws the mask; other inputs keep a boolean mask, 1 byte per element.
 
     Edge cases: ``p = 0`` returns ``x`` itself in every convention (nothing is
     dropped, so nothing is rescaled); ``p = 1`` in training returns exact zeros
