@@ -66,7 +66,11 @@ def ray_executor(
         ) from None
     started_here = not ray.is_initialized()
     if started_here:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,
+        }
         if config.address:
             ray.init(address=config.address, **kwargs)
         else:
