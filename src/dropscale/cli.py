@@ -433,12 +433,29 @@ def _cmd_study(args: argparse.Namespace) -> int:
         def on_group(results, done: int, total: int) -> None:
             progress.update(task, completed=done)
 
+        def on_start(done: int, total: int) -> None:
+            progress.update(task, completed=done)
+
         with progress:
             outcome = run_study(
-                config, out, force_new=args.force_new, on_group=on_group
+                config,
+                out,
+                force_new=args.force_new,
+                on_group=on_group,
+                on_start=on_start,
             )
     else:
-        outcome = run_study(config, out, force_new=args.force_new, on_group=line)
+
+        def on_start(done: int, total: int) -> None:
+            if done and not args.quiet:
+                print(
+                    f"resuming {out}: {done} of {total} trials already in the ledger",
+                    file=sys.stderr,
+                )
+
+        outcome = run_study(
+            config, out, force_new=args.force_new, on_group=line, on_start=on_start
+        )
     for v in outcome.verdicts:
         print(v.sentence().replace("**", ""))
     for v in outcome.spread:

@@ -110,6 +110,7 @@ def run_study(
     *,
     force_new: bool = False,
     on_group: Callable[[list[TrialResult], int, int], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
     ray_num_cpus: int | None = None,
 ) -> StudyOutcome:
     """Run the trials of ``config`` that ``out``'s ledger does not hold yet,
@@ -121,6 +122,8 @@ def run_study(
         force_new: start over when ``out`` holds a different study.
         on_group: called after each recorded group with
             ``(results, done, total)`` counted in trials.
+        on_start: called once the ledger is open with ``(done, total)``,
+            ``done`` counting the trials it already holds.
         ray_num_cpus: CPUs of a local Ray instance (``executor = "ray"``).
 
     Raises:
@@ -138,6 +141,8 @@ def run_study(
         pending = ledger.pending(trials)
         done = len(trials) - len(pending)
         groups = config.groups(pending)
+        if on_start is not None:
+            on_start(done, len(trials))
         log.info(
             "%d of %d trials to run in %d groups",
             len(pending),
