@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import io
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -48,14 +49,22 @@ def _fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
 
 
 def _median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each fn, calling them in turn each round."""
+    """Median seconds per call of each fn, calling them in turn each round.
+
+    The order is shuffled (seeded) every round, so no fn always runs right
+    after the same other one: what a call leaves behind (the allocator's
+    state, PyTorch's threads still spinning) slows the next one.
+    """
     times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    order = random.Random(0)
     for fn in fns.values():
         fn()  # warm up (and compile the kernels once)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        order.shuffle(names)
+        for name in names:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 

@@ -38,6 +38,7 @@ masks drawn with a generator match the CPU's there.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -173,22 +174,34 @@ if hasattr(os, "register_at_fork"):
 
 def _run_split(task: Callable[[int, int], None], units: int, n: int) -> None:
     """Run ``task(u0, u1)`` over ``[0, units)``, split across torch's threads
-    when the tensor has at least ``_PARALLEL_MIN`` elements. The kernels
-    release the GIL; the result does not depend on the split."""
+    when the tensor has at least ``_PARALLEL_MIN`` elements.
+
+    The range is cut into chunks of about ``_PARALLEL_MIN / 2`` elements that
+    the calling thread and ``threads - 1`` pool threads take in turn, so a
+    pool thread that starts late (its core still busy, for instance with
+    PyTorch's own threads spinning after a parallel op) just takes fewer
+    chunks. The kernels release the GIL; the result does not depend on the
+    split.
+    """
     global _pool
-    if n < _PARALLEL_MIN:
-        task(0, units)
-        return
-    threads = min(torch.get_num_threads(), _CPUS, units)
+    threads = 1 if n < _PARALLEL_MIN else min(torch.get_num_threads(), _CPUS, units)
     if threads <= 1:
         task(0, units)
         return
-    if _pool is None or _pool._max_workers < threads:
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dropscale")
-    step = -(-units // threads)
-    futures = [
-        _pool.submit(task, u, min(u + step, units)) for u in range(0, units, step)
-    ]
+    if _pool is None or _pool._max_workers < threads - 1:
+        _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="dropscale")
+    step = max(1, units * (_PARALLEL_MIN // 2) // n)
+    chunks = -(-units // step)
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
+    def work() -> None:
+        for c in iter(counter.__next__, None):
+            if c >= chunks:
+                return
+            task(c * step, min((c + 1) * step, units))
+
+    futures = [_pool.submit(work) for _ in range(threads - 1)]
+    work()
     for f in futures:
         f.result()
 
