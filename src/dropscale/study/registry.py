@@ -31,11 +31,14 @@ How to add a model
     dropout sites as :class:`dropscale.study.sites.Site` modules in stacked
     mode (see :mod:`dropscale.study.batched` for the MLP).
 
-The engine's training loop treats examples independently (shuffled
-mini-batches, cross-entropy on the flattened logits); a model that needs
+The engine's own training loop treats examples independently (shuffled
+mini-batches, cross-entropy on the flattened logits). A model that needs
 another loop (for example truncated back-propagation through time with a
-hidden state carried between batches) needs a new loop in
-:mod:`dropscale.study.trial` first.
+hidden state carried between windows) gives ``fit(model, sites, trial,
+config, data, device) -> {metric: value}``, which trains one trial in place
+and returns at least ``train_loss``; its trials are then trained one at a
+time, and the engine measures the trained model as usual (see ``awd-lstm``
+in :mod:`dropscale.study.workloads`).
 """
 
 from __future__ import annotations
@@ -126,6 +129,11 @@ class ModelSpec:
         measure: ``(model, data, scaling) -> {metric: value}``, extra metrics
             of one trained single-trial model, taken after the standard ones
             (it may change the model); ``None`` for none.
+        fit: ``(model, sites, trial, config, data, device) -> {metric:
+            value}``, the model's own training loop for one trial (the
+            single-trial model as built, its dropouts already study sites);
+            the result must hold ``train_loss`` and joins the trial's
+            metrics. ``None``: the engine's loop.
     """
 
     name: str
@@ -134,10 +142,11 @@ class ModelSpec:
     batched: Callable[[list[nn.Module], list[str]], nn.Module] | None = None
     options: tuple[Option, ...] = ()
     measure: Callable[[nn.Module, Dataset, str], dict[str, float]] | None = None
+    fit: Callable[..., dict[str, float]] | None = None
 
     @property
     def can_batch(self) -> bool:
-        return self.batched is not None
+        return self.batched is not None and self.fit is None
 
 
 DATASETS: dict[str, DatasetSpec] = {}

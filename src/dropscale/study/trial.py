@@ -306,11 +306,22 @@ def _run(
     start = time.perf_counter()
     model.to(device)
     sites = sites_of(model)
-    loss = _train(model, sites, trials, config, data, device)
+    spec = get_model(config.model)
+    fitted: dict[str, float] = {}
+    if spec.fit is not None:
+        # The model's own loop (one trial; see ModelSpec.fit).
+        if len(trials) != 1:
+            raise ValueError(f"model {config.model} trains one trial at a time")
+        inner = model.model if isinstance(model, _Single) else model
+        fitted = dict(spec.fit(inner, sites, trials[0], config, data, device))
+        loss = torch.tensor([fitted.pop("train_loss")], dtype=torch.float64)
+    else:
+        loss = _train(model, sites, trials, config, data, device)
     measured = _measure(model, sites, trials, config, data, device)
-    extra = get_model(config.model).measure
-    if extra is not None and len(trials) == 1:
-        measured[0][0].update(extra(model, data, trials[0].scaling))
+    if fitted:
+        measured[0][0].update(fitted)
+    if spec.measure is not None and len(trials) == 1:
+        measured[0][0].update(spec.measure(model, data, trials[0].scaling))
     seconds = (time.perf_counter() - start) / len(trials)
     results = []
     for i, t in enumerate(trials):
@@ -338,7 +349,7 @@ def run_group(
     torch.set_num_threads(config.threads)
     torch.set_flush_denormal(True)
     try:
-        if batched and spec.batched is not None and len(trials) > 1:
+        if batched and spec.can_batch and len(trials) > 1:
             singles = [_build(config, data, t) for t in trials]
             stack = spec.batched(singles, [t.scaling for t in trials])
             return _run(stack, trials, config, data, device, len(trials))

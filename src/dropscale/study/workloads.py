@@ -7,39 +7,53 @@ data sets
     ``fashion-mnist``, ``mnist``, ``kmnist``: IDX files (see
     :mod:`dropscale.data.idx` for where they are looked for); options
     ``data_dir``, ``n_train``, ``n_test``, ``subset_seed``.
-    ``corpus``: a text corpus cut into independent windows of ``window``
-    tokens for next-token prediction; the Shakespeare texts of the data cache
-    unless ``data_dir`` names a corpus folder (see :mod:`dropscale.data.text`).
+    ``corpus``: a text corpus for next-token prediction; the Shakespeare
+    texts of the data cache unless ``data_dir`` names a corpus folder (see
+    :mod:`dropscale.data.text`). A :class:`TextDataset`: the training split
+    as independent windows of ``window`` tokens (``x_train``, used to
+    calibrate the std-matching factors), the test split as ``eval_streams``
+    parallel streams (``x_test`` of shape (B, L), read with the hidden state
+    carried from window to window), and the whole corpus for the training
+    recipe.
 
 models
     ``cnn``: :class:`dropscale.models.CNN` (channel dropout).
-    ``awd-lstm``: :class:`dropscale.models.AWDLSTM` on windows, its five
-    dropouts as study sites (:func:`~dropscale.models.awd_lstm.with_dropout_sites`).
-    The trial's ``p`` is the largest site's drop probability (weight
-    dropout); the other four keep the AWD-LSTM proportions, so every site's
-    probability is ``p / 0.5`` times its AWD default (one shared multiplier).
+    ``awd-lstm``: :class:`dropscale.models.AWDLSTM`, its five dropouts as
+    study sites (:func:`~dropscale.models.awd_lstm.with_dropout_sites`),
+    trained by the AWD-LSTM recipe of
+    :func:`dropscale.models.train_language_model` (see :func:`fit_awd_lstm`):
+    truncated back-propagation through time with the hidden state carried
+    across windows and detached, variable window lengths, gradient clipping,
+    SGD with non-monotonically triggered averaging (``optimizer = "sgd"``) or
+    Adam, and the best-validation weights kept. Extra metrics ``val_ppl`` and
+    ``test_ppl``. The trial's ``p`` is the largest site's drop probability
+    (weight dropout); the other four keep the AWD-LSTM proportions, so every
+    site's probability is ``p / 0.5`` times its AWD default (one shared
+    multiplier).
     ``mlp-bn``: hidden layers ``Linear -> ReLU -> Dropout -> BatchNorm``
     (``order = "dropout-bn"``) or ``Linear -> ReLU -> BatchNorm -> Dropout``
     (``"bn-dropout"``), with extra metrics: BatchNorm's measured variance
     shift next to the exact value, and the accuracy after re-estimating the
     BatchNorm statistics with dropout off.
 
-Known shortcoming: the study's training loop treats windows as independent
-examples, so ``awd-lstm`` trials start every window from a zero state and use
-the study's optimiser (no NT-averaged SGD, no variable window length); the
-full AWD-LSTM recipe is :func:`dropscale.models.train_language_model`.
+Known shortcomings: the std-matching factors of ``awd-lstm`` are calibrated
+on independent training windows (zero initial state), while every test-set
+measurement carries the state; the test logits of a whole split are held in
+memory at once (tokens x vocabulary floats), so a large test split with a
+large vocabulary needs ``max_test_tokens``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from dropscale.data import Dataset
+from dropscale.data import Corpus, Dataset
 from dropscale.study.registry import (
     DatasetSpec,
     ModelSpec,
@@ -48,7 +62,10 @@ from dropscale.study.registry import (
     register_model,
 )
 
-__all__ = ["bn_measure", "windows"]
+if TYPE_CHECKING:  # config imports the registry, which imports this module
+    from dropscale.study.config import StudyConfig, Trial
+
+__all__ = ["StreamLM", "TextDataset", "bn_measure", "fit_awd_lstm", "windows"]
 
 
 # ------------------------------------------------------------------ checks
@@ -91,6 +108,20 @@ def _widths(value: object) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or not value:
         raise ValueError("a non-empty list of positive integers")
     return tuple(_positive(v) for v in value)
+
+
+def _number(lowest: float, strict: bool):
+    what = f"a number {'>' if strict else '>='} {lowest:g}"
+
+    def check(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(what)
+        v = float(value)
+        if not math.isfinite(v) or v < lowest or (strict and v == lowest):
+            raise ValueError(what)
+        return v
+
+    return check
 
 
 # ------------------------------------------------------------- image data
@@ -153,7 +184,25 @@ def windows(ids: Tensor, length: int, limit: int = 0) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def _load_corpus(options: Mapping[str, Any]) -> Dataset:
+@dataclass(frozen=True)
+class TextDataset(Dataset):
+    """A corpus as the study sees it.
+
+    ``x_train``/``y_train``: independent windows of ``window`` tokens (N, L)
+    from the training split; ``x_test``/``y_test``: the test split cut into
+    ``eval_streams`` parallel streams (B, L) by
+    :func:`dropscale.data.batchify`, inputs and next-token targets;
+    ``corpus``: the (possibly truncated) splits as 1-D id streams, which the
+    training recipe reads; ``window``: the mean BPTT length.
+    """
+
+    corpus: Corpus | None = None
+    window: int = 35
+    eval_streams: int = 10
+
+
+def _load_corpus(options: Mapping[str, Any]) -> TextDataset:
+    from dropscale.data import batchify
     from dropscale.data.shakespeare import shakespeare_dir
     from dropscale.data.text import load_corpus
 
@@ -166,15 +215,34 @@ def _load_corpus(options: Mapping[str, Any]) -> Dataset:
         min_freq=options["min_freq"],
         max_vocab=options["max_vocab"] or None,
     )
-    x_tr, y_tr = windows(corpus.train, options["window"], options["max_train_tokens"])
-    x_te, y_te = windows(corpus.test, options["window"], options["max_test_tokens"])
-    return Dataset(
+    n_train = options["max_train_tokens"] or len(corpus.train)
+    n_eval = options["max_test_tokens"] or max(len(corpus.valid), len(corpus.test))
+    corpus = replace(
+        corpus,
+        train=corpus.train[: n_train + 1],
+        valid=corpus.valid[:n_eval],
+        test=corpus.test[:n_eval],
+    )
+    x_tr, y_tr = windows(corpus.train, options["window"])
+    streams = options["eval_streams"]
+    for split in ("valid", "test"):
+        if len(getattr(corpus, split)) < 2 * streams:
+            raise ValueError(
+                f"dataset.eval_streams: {streams} streams need at least "
+                f"{2 * streams} {split} tokens, the corpus has "
+                f"{len(getattr(corpus, split))}; use fewer streams or more text"
+            )
+    test = batchify(corpus.test, streams)  # (T, B)
+    return TextDataset(
         name=f"corpus:{corpus.name}",
         x_train=x_tr,
         y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
+        x_test=test[:-1].t().contiguous(),
+        y_test=test[1:].t().contiguous(),
         n_classes=len(corpus.vocab),
+        corpus=corpus,
+        window=options["window"],
+        eval_streams=streams,
     )
 
 
@@ -202,10 +270,34 @@ def _build_cnn(
     )
 
 
+class StreamLM(nn.Module):
+    """Next-token logits of token streams: (N, L) ids -> (N, L, V).
+
+    The N rows are independent streams; each is read in windows of
+    ``window`` tokens with the hidden state carried (and detached) from one
+    window to the next, as a language model is evaluated. A row no longer
+    than ``window`` is one window from a zero state.
+    """
+
+    def __init__(self, model: nn.Module, window: int) -> None:
+        super().__init__()
+        self.lm = model
+        self.window = window
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        hidden = None
+        outs = []
+        for i in range(0, tokens.shape[1], self.window):
+            logits, hidden = self.lm(tokens[:, i : i + self.window].t(), hidden)
+            hidden = [(h.detach(), c.detach()) for h, c in hidden]
+            outs.append(logits.transpose(0, 1))  # (N, l, V)
+        return torch.cat(outs, 1)
+
+
 def _build_awd(
     data: Dataset, options: Mapping[str, Any], p: float, scaling: str
 ) -> nn.Module:
-    from dropscale.models.awd_lstm import AWDLSTM, BatchFirstLM, with_dropout_sites
+    from dropscale.models.awd_lstm import AWDLSTM, with_dropout_sites
 
     if data.x_train.dim() != 2 or data.x_train.is_floating_point():
         raise ValueError(
@@ -221,7 +313,109 @@ def _build_awd(
         drop_mult=p / 0.5,
         scaling=scaling,
     )
-    return BatchFirstLM(with_dropout_sites(model))
+    window = getattr(data, "window", int(data.x_train.shape[1]))
+    return StreamLM(with_dropout_sites(model), window)
+
+
+class _SiteLM(nn.Module):
+    """An AWD-LSTM whose dropouts are study sites, shaped for the recipe.
+
+    :func:`dropscale.models.train_language_model` switches dropout with
+    ``train()``/``eval()`` and passes a generator to the model; study sites
+    switch with their ``dropping`` flag and draw from the trial's mask
+    streams. This adapter turns the first into the second and ignores the
+    generator (which then seeds only the window lengths).
+    """
+
+    def __init__(self, lm: nn.Module, sites: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.lm = lm
+        self._sites = list(sites)  # a plain list: not registered twice
+
+    def init_hidden(self, batch_size: int):
+        return self.lm.init_hidden(batch_size)
+
+    def train(self, mode: bool = True) -> _SiteLM:
+        super().train(mode)
+        for s in self._sites:
+            s.dropping = mode
+        return self
+
+    def forward(self, tokens: Tensor, hidden=None, *, generator=None):
+        return self.lm(tokens, hidden)
+
+
+def fit_awd_lstm(
+    model: nn.Module,
+    sites: Sequence[nn.Module],
+    trial: Trial,
+    config: StudyConfig,
+    data: Dataset,
+    device: torch.device,
+) -> dict[str, float]:
+    """Train one ``awd-lstm`` trial by the AWD-LSTM recipe; return its metrics.
+
+    ``model`` is the trial's :class:`StreamLM` with study sites. Pairing by
+    seed: the initial weights are the engine's (``trial.init_seed``), the
+    window lengths come from a generator seeded with ``trial.order_seed`` and
+    the training masks from the sites' streams seeded with
+    ``trial.mask_seed``, so trials that share a seed and ``p`` see the same
+    windows and draw the same masks whatever their rule. The training split
+    is cut into ``training.batch_size`` streams; ``training.epochs``,
+    ``optimizer`` and ``lr`` are the study's; the recipe's other knobs are
+    the model's options (``clip``, ``weight_decay``, ``eval_every``,
+    ``nonmono``, ``variable_bptt``). Validation and test perplexity use
+    ``eval_streams`` streams and windows of ``window`` tokens.
+
+    Returns ``train_loss`` (mean cross-entropy over the last epoch's
+    windows), ``val_ppl`` (best check), ``test_ppl`` (of the kept weights),
+    ``lm_steps`` and ``averaged_from_step`` (-1: averaging never started).
+    """
+    from dropscale.models.lm_training import LMTrainConfig, train_language_model
+    from dropscale.study.sites import MaskStreams
+
+    if not isinstance(data, TextDataset) or data.corpus is None:
+        raise ValueError(
+            f"model awd-lstm trains on token streams; data set {data.name!r} has "
+            "none; use the corpus data set"
+        )
+    opts = config.model_options
+    recipe = LMTrainConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        eval_batch_size=data.eval_streams,
+        bptt=data.window,
+        variable_bptt=opts["variable_bptt"],
+        optimizer=config.optimizer,
+        lr=config.lr,
+        clip=opts["clip"],
+        weight_decay=opts["weight_decay"],
+        eval_every=opts["eval_every"],
+        nonmono=opts["nonmono"],
+        seed=trial.order_seed,
+    )
+    streams = MaskStreams([trial.mask_seed], [trial.p], device)
+    for s in sites:
+        s.streams = streams
+    corpus = data.corpus
+    corpus = replace(
+        corpus,
+        train=corpus.train.to(device),
+        valid=corpus.valid.to(device),
+        test=corpus.test.to(device),
+    )
+    lm = _SiteLM(model.lm, sites)
+    result = train_language_model(lm, corpus, recipe)  # type: ignore[arg-type]
+    lm.eval()
+    return {
+        "train_loss": result.train_loss,
+        "val_ppl": result.val_ppl,
+        "test_ppl": result.test_ppl,
+        "lm_steps": float(result.steps),
+        "averaged_from_step": float(
+            -1 if result.averaged_from_step is None else result.averaged_from_step
+        ),
+    }
 
 
 class MLPBatchNorm(nn.Module):
@@ -365,9 +559,12 @@ register_dataset(
             Option("lower", True, _flag, "lower-case the text"),
             Option("min_freq", 3, _positive, "rarer training tokens become <unk>"),
             Option("max_vocab", 0, _count, "vocabulary cap (0: none)"),
-            Option("window", 35, _positive, "tokens per window"),
+            Option("window", 35, _positive, "tokens per window (mean BPTT length)"),
             Option("max_train_tokens", 0, _count, "training tokens used (0: all)"),
-            Option("max_test_tokens", 0, _count, "test tokens used (0: all)"),
+            Option(
+                "max_test_tokens", 0, _count, "validation and test tokens used (0: all)"
+            ),
+            Option("eval_streams", 10, _positive, "parallel streams when evaluating"),
         ),
     )
 )
@@ -389,10 +586,16 @@ register_model(
         name="awd-lstm",
         description="AWD-LSTM language model (tied weights, five dropout sites)",
         build=_build_awd,
+        fit=fit_awd_lstm,
         options=(
             Option("emb_size", 64, _positive, "embedding width"),
             Option("hidden_size", 192, _positive, "LSTM width"),
             Option("n_layers", 2, _positive, "LSTM layers"),
+            Option("clip", 0.25, _number(0.0, True), "max gradient norm"),
+            Option("weight_decay", 1.2e-6, _number(0.0, False), "L2 on weights"),
+            Option("eval_every", 200, _positive, "steps between validation checks"),
+            Option("nonmono", 5, _count, "NT-averaging patience, in checks"),
+            Option("variable_bptt", True, _flag, "random window lengths"),
         ),
     )
 )
