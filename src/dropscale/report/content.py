@@ -29,8 +29,20 @@ from dropscale.study.analysis import (
     sweep_curve,
     verdicts,
 )
+from dropscale.study.bnshift import (
+    AFTER,
+    BEFORE,
+    bn_shift_summary,
+    order_comparison,
+)
 
-__all__ = ["Block", "site_ratio_rows", "study_blocks"]
+__all__ = [
+    "Block",
+    "bn_shift_blocks",
+    "language_model_blocks",
+    "site_ratio_rows",
+    "study_blocks",
+]
 
 Row = Mapping[str, Any]
 Block = tuple
@@ -127,6 +139,23 @@ def _definition(d: Mapping[str, Any], rows: Sequence[Row]) -> list[str]:
         "weights, sees the batches in the same order and draws its masks from "
         "the same stream",
     ]
+    if "val_ppl" in rows[0]:
+        o = d.get("model_options", {})
+        items.append(
+            "language-model recipe: the batch size is the number of parallel "
+            "training streams; hidden state carried across windows and "
+            f"detached, {'variable' if o.get('variable_bptt', True) else 'fixed'} "
+            f"window lengths around {d.get('dataset_options', {}).get('window')} "
+            f"tokens, gradient norm clipped at {o.get('clip')}, validation "
+            f"every {o.get('eval_every')} steps and at each epoch's end, the "
+            "best-validation weights kept"
+            + (
+                f"; SGD without momentum, averaging the weights once validation "
+                f"has not improved for {o.get('nonmono')} checks"
+                if d["optimizer"] == "sgd"
+                else ""
+            )
+        )
     if d["optimizer"] == "sgd":
         items.append(
             "note: with SGD a rule that rescales activations also rescales the "
@@ -184,6 +213,10 @@ def study_blocks(
         ),
         ("p", preliminary_note(n_seeds)),
     ]
+
+    # ---- workload sections: perplexity, BatchNorm shift
+    blocks += language_model_blocks(rows)
+    blocks += bn_shift_blocks(rows)
 
     # ---- mean or spread
     blocks += _spread_blocks(rows, scalings, n_seeds)
@@ -396,3 +429,131 @@ def _site_blocks(rows: Sequence[Row]) -> list:
             ],
         ),
     ]
+
+
+def language_model_blocks(rows: Sequence[Row]) -> list[Block]:
+    """Validation and test perplexity per (scaling, p), with a paired verdict
+    on test perplexity; empty unless the rows carry ``test_ppl``."""
+    if not rows or "test_ppl" not in rows[0]:
+        return []
+    val = summarise(rows, "val_ppl")
+    test = summarise(rows, "test_ppl")
+    scalings = list(dict.fromkeys(str(r["scaling"]) for r in rows))
+    ps = sorted({float(r["p"]) for r in rows})
+    table = [
+        [s, f"{p:g}", _iv(val[(s, p)], 1, 2), _iv(test[(s, p)], 1, 2)]
+        for s in scalings
+        for p in ps
+        if (s, p) in test
+    ]
+    found = verdicts(rows, "test_ppl", higher_is_better=False)
+    return [
+        ("h2", "Language model: perplexity"),
+        (
+            "p",
+            "Trained by the AWD-LSTM recipe: truncated back-propagation through "
+            "time with the hidden state carried across windows and detached, "
+            "variable window lengths, gradient-norm clipping, SGD with averaging "
+            "after validation stops improving (or Adam), and the weights with "
+            "the best validation perplexity kept. Perplexity is exp of the mean "
+            "cross-entropy per token over the whole split, state carried; test "
+            "perplexity is exp of the test NLL below. Lower is better.",
+        ),
+        (
+            "table",
+            ["scaling", "p", "validation perplexity", "test perplexity"],
+            table,
+        ),
+        ("p", "Which rule gives the lower test perplexity, paired by seed:"),
+        ("ul", [v.sentence(scale=1.0, unit="", digits=2) for v in found]),
+    ]
+
+
+def bn_shift_blocks(rows: Sequence[Row]) -> list[Block]:
+    """BatchNorm next to dropout: measured against exact variance shift, the
+    accuracy it costs, BatchNorm re-estimation with dropout off as the fix,
+    and, when the rows hold both orders, dropout before against after
+    BatchNorm. Empty unless the rows carry ``bn_recal_accuracy``."""
+    found = bn_shift_summary(rows)
+    if not found:
+        return []
+    n_layers = max(len(b.shift) for b in found)
+    blocks: list[Block] = [
+        ("h2", "BatchNorm and dropout: variance shift and its fix"),
+        (
+            "p",
+            "With dropout before BatchNorm, BatchNorm learns its running "
+            "variance on dropout's training output, a^2 q (sigma^2 + p mu^2) per "
+            "unit, but sees b^2 sigma^2 at inference. Measured shift: BatchNorm's "
+            "input variance at inference over its running variance, pooled over "
+            "units; exact: the same ratio from dropscale.moments.batchnorm_shift "
+            "at each unit's measured input mean and std (under inverted dropout "
+            "q sigma^2 / (sigma^2 + p mu^2)). Layer 1 sees the data through one "
+            "dropout only, so it is the clean check; later layers also inherit "
+            "the shift of the layers before. The fix re-estimates BatchNorm's "
+            "statistics on the training inputs with dropout off; its change in "
+            "test accuracy, paired within each trained model, is what the shift "
+            "cost. Mean [95 % interval] over seeds.",
+        ),
+    ]
+    shift_rows = [b for b in found if b.shift]
+    if shift_rows:
+        header = ["order", "scaling", "p"]
+        for j in range(1, n_layers + 1):
+            header += [f"BN {j} shift measured", f"BN {j} exact"]
+        table = []
+        for b in shift_rows:
+            cells = [b.order, b.scaling, f"{b.p:g}"]
+            for j in range(n_layers):
+                if j < len(b.shift):
+                    m, e = b.shift[j]
+                    cells += [_iv(m, 1, 4), _iv(e, 1, 4)]
+                else:
+                    cells += ["", ""]
+            table.append(cells)
+        blocks.append(("table", header, table))
+    blocks += [
+        (
+            "table",
+            [
+                "order",
+                "scaling",
+                "p",
+                "test accuracy (%)",
+                "after re-estimation (%)",
+                "fix (points, paired)",
+                "NLL change (paired)",
+            ],
+            [
+                [
+                    b.order,
+                    b.scaling,
+                    f"{b.p:g}",
+                    _iv(b.accuracy, 100),
+                    _iv(b.recal_accuracy, 100),
+                    _iv(b.fix, 100, 2, sign=True),
+                    _iv(b.nll_fix, 1, 4, sign=True),
+                ]
+                for b in found
+            ],
+        ),
+        ("ul", [b.sentence() for b in found]),
+    ]
+    orders = {b.order for b in found}
+    compared = order_comparison(rows)
+    if compared:
+        blocks += [
+            ("p", "Dropout after BatchNorm against before it, paired by seed:"),
+            ("ul", [c.sentence() for c in compared]),
+        ]
+    elif orders == {BEFORE}:
+        blocks.append(
+            (
+                "p",
+                "These rows hold dropout before BatchNorm only. The control, "
+                f"dropout after BatchNorm ({AFTER}), is the bn-shift-after "
+                "preset; `python benchmarks/bn_shift_summary.py BEFORE_DIR "
+                "AFTER_DIR` puts the two studies side by side, paired by seed.",
+            )
+        )
+    return blocks
