@@ -213,6 +213,33 @@ def test_moments_keep_all_p_edge_values(capsys):
         assert row["train_std"] == 1.0 and row["eval_std"] == 1.0
 
 
+def _strict(text):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_moments_at_p_one_leaves_out_only_the_rule_undefined_there(capsys):
+    code, out, err = run(capsys, "moments", "--p", "1", "--format", "json")
+    assert code == 0
+    rows = _strict(out)
+    names = {r["scaling"] for r in rows}
+    assert "gaussian" not in names and {"inverted", "classic", "none"} <= names
+    assert "gaussian left out at p = 1" in err
+    by_name = {r["scaling"]: r for r in rows}
+    # inverted: train output is exactly 0, eval keeps x: the ratio is infinite
+    assert by_name["inverted"]["mean_ratio"] == "inf"
+    # classic: both means are 0 at p = 1 (b = q = 0), so they agree
+    assert by_name["classic"]["mean_ratio"] == 1.0
+
+
+def test_moments_naming_a_rule_undefined_at_p_is_an_error(capsys):
+    code, out, err = run(capsys, "moments", "--p", "1", "--scaling", "gaussian")
+    assert code == 2 and out == ""
+    assert err.strip().endswith("infinite variance at q = 0")
+
+
 # --------------------------------------------------------------------- simulate
 
 

@@ -73,6 +73,11 @@ def test_mean_ratio_at_q_zero_is_infinite():
     assert get_scaling("inverted").mean_ratio(0.0) == math.inf
 
 
+def test_mean_ratio_at_q_zero_is_one_when_both_means_vanish():
+    # classic at q = 0: train mean a q mu = 0 and eval mean b mu = q mu = 0
+    assert get_scaling("classic").mean_ratio(0.0) == 1.0
+
+
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_convention_states_its_formula_and_description(name):
     s = get_scaling(name)

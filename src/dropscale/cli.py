@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -70,6 +71,41 @@ def _scaling_list(values: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------- moments
 
 
+def _json_safe(obj: object) -> object:
+    """``obj`` with every non-finite float written as the string ``"inf"``,
+    ``"-inf"`` or ``"nan"``: strict JSON has no such numbers."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(_json_safe(obj), indent=2, allow_nan=False))
+
+
+def _each_rule(fn, ps: Sequence[float], rules: Sequence[str], implicit: bool):
+    """``fn(p, rule)`` for every p and rule. When the rules were not named by the
+    user (the default set), a rule that is undefined at some p (Gaussian dropout
+    at p = 1) is left out with a note on stderr instead of failing the run."""
+    out = []
+    for p in ps:
+        for rule in rules:
+            try:
+                out.append(fn(p, rule))
+            except ValueError as e:
+                if not implicit:
+                    raise
+                print(
+                    f"dropscale: note: {rule} left out at p = {p:g}: {e}",
+                    file=sys.stderr,
+                )
+    return out
+
+
 def _rule_list(values: Sequence[str]) -> list[str]:
     """Rules for ``moments``/``simulate``: ``all`` means every rule."""
     from dropscale.moments import EXTRA_RULES, _resolve_rule
@@ -115,7 +151,7 @@ def _moments_linear_example(args: argparse.Namespace) -> int:
         for s in scalings
     ]
     if args.format == "json":
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+        _print_json([r.as_dict() for r in results])
         return 0
     print(
         f"One unit sums 100 inputs, each {law.describe()}, through weights equal to 1"
@@ -140,13 +176,19 @@ def _moments_batchnorm(args: argparse.Namespace, law) -> int:
     from dropscale.moments import batchnorm_shift
 
     results = [
-        batchnorm_shift(p, input=law, scaling=s, order=o, eps=args.eps)
+        r
         for o in ("dropout-bn", "bn-dropout")
-        for p in args.p or [0.1, 0.25, 0.5]
-        for s in _rule_list(args.scaling or ["all"])
+        for r in _each_rule(
+            lambda p, s, o=o: batchnorm_shift(
+                p, input=law, scaling=s, order=o, eps=args.eps
+            ),
+            args.p or [0.1, 0.25, 0.5],
+            _rule_list(args.scaling or ["all"]),
+            implicit=args.scaling is None,
+        )
     ]
     if args.format == "json":
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+        _print_json([r.as_dict() for r in results])
         return 0
     print(
         f"BatchNorm (no affine part, eps {args.eps:g}) next to dropout; input "
@@ -178,13 +220,14 @@ def _cmd_moments(args: argparse.Namespace) -> int:
     law = _input_law(args, "normal", 0.0)
     if args.batchnorm:
         return _moments_batchnorm(args, law)
-    results = [
-        moments(p, input=law, scaling=s)
-        for p in args.p or [0.1, 0.25, 0.5]
-        for s in _rule_list(args.scaling or ["all"])
-    ]
+    results = _each_rule(
+        lambda p, s: moments(p, input=law, scaling=s),
+        args.p or [0.1, 0.25, 0.5],
+        _rule_list(args.scaling or ["all"]),
+        implicit=args.scaling is None,
+    )
     if args.format == "json":
-        print(json.dumps([m.as_dict() for m in results], indent=2))
+        _print_json([m.as_dict() for m in results])
         return 0
     print(
         f"Exact output moments for an input {law.describe()}: mean "
@@ -330,12 +373,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         ]
     seconds = time.perf_counter() - start
     if args.format == "json":
-        print(
-            json.dumps(
-                {"seconds": seconds, "results": [r.as_dict() for r in results]},
-                indent=2,
-            )
-        )
+        _print_json({"seconds": seconds, "results": [r.as_dict() for r in results]})
         return 0
     print(
         f"{what}; seed {args.seed}; 95 % intervals (mean: normal approximation; "

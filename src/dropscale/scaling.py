@@ -65,9 +65,15 @@ class Scaling:
         return float(self.train(q)), float(self.eval(q))
 
     def mean_ratio(self, q: float) -> float:
-        """Eval/train mean ratio ``b / (a q)`` (``inf`` when ``q = 0``)."""
+        """Eval/train mean ratio ``b / (a q)``.
+
+        At ``q = 0`` the training mean is 0: the ratio is ``inf`` when the eval
+        factor ``b`` is not 0, and 1 when both means are 0 (they agree).
+        """
         a, b = self.factors(q)
-        return math.inf if a * q == 0.0 else b / (a * q)
+        if a * q == 0.0:
+            return 1.0 if b == 0.0 else math.inf
+        return b / (a * q)
 
     def __str__(self) -> str:
         return self.name
