@@ -77,6 +77,9 @@ def test_summary_follows_from_the_rows(rows):
         _t_interval([0.07, 0.08, 0.07])
     )
     assert c.recal_diff.mean == pytest.approx(np.mean([0.01, 0.015, 0.035]))
+    # gain before (0.06, 0.07, 0.03) minus gain after (0, 0.005, -0.005)
+    net = _t_interval([0.06, 0.065, 0.035])
+    assert (c.net_fix.mean, c.net_fix.low, c.net_fix.high) == pytest.approx(net)
 
 
 def test_section_renders_the_numbers(rows):
@@ -94,6 +97,8 @@ def test_section_renders_the_numbers(rows):
     d = _t_interval([7.0, 8.0, 7.0])
     assert "dropout after BatchNorm minus before" in both
     assert f"{d[0]:+.2f} points [{d[1]:+.2f}, {d[2]:+.2f}]" in both
+    g = _t_interval([6.0, 6.5, 3.5])
+    assert f"owed to the shift (gain before minus gain after) is {g[0]:+.2f}" in both
     # rows of another study carry no section
     plain = [{k: v for k, v in r.items() if not k.startswith("bn")} for r in before]
     assert bn_shift_blocks(plain) == []

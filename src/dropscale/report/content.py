@@ -492,8 +492,11 @@ def bn_shift_blocks(rows: Sequence[Row]) -> list[Block]:
             "dropout only, so it is the clean check; later layers also inherit "
             "the shift of the layers before. The fix re-estimates BatchNorm's "
             "statistics on the training inputs with dropout off; its change in "
-            "test accuracy, paired within each trained model, is what the shift "
-            "cost. Mean [95 % interval] over seeds.",
+            "test accuracy, paired within each trained model, bounds what the "
+            "shift cost from above, because re-estimating also replaces running "
+            "averages that lag behind the weights; the control with dropout "
+            "after BatchNorm, which has no shift, measures that part. Mean "
+            "[95 % interval] over seeds.",
         ),
     ]
     shift_rows = [b for b in found if b.shift]
@@ -550,10 +553,12 @@ def bn_shift_blocks(rows: Sequence[Row]) -> list[Block]:
         blocks.append(
             (
                 "p",
-                "These rows hold dropout before BatchNorm only. The control, "
-                f"dropout after BatchNorm ({AFTER}), is the bn-shift-after "
-                "preset; `python benchmarks/bn_shift_summary.py BEFORE_DIR "
-                "AFTER_DIR` puts the two studies side by side, paired by seed.",
+                "These rows hold dropout before BatchNorm only, so the gain "
+                "above also holds what re-estimation brings without any shift. "
+                f"The control, dropout after BatchNorm ({AFTER}), is the "
+                "bn-shift-after preset; `python benchmarks/bn_shift_summary.py "
+                "BEFORE_DIR AFTER_DIR` puts the two studies side by side, paired "
+                "by seed, and separates the part of the gain owed to the shift.",
             )
         )
     return blocks

@@ -14,11 +14,14 @@ BatchNorm layer ``j`` that has dropout right before it,
 
 and, for every order, ``bn_recal_accuracy``/``bn_recal_nll``: the test
 scores after re-estimating BatchNorm's running statistics on the training
-inputs with dropout off. The *cost* of the shift is the accuracy the
-re-estimation recovers, ``bn_recal_accuracy - accuracy``, paired within each
-trained model. With rows of both orders (``dropout-bn`` and ``bn-dropout``,
-e.g. the ``bn-shift`` and ``bn-shift-after`` studies read together), the
-paired accuracy difference after minus before, over the seeds both hold.
+inputs with dropout off. The accuracy the re-estimation recovers,
+``bn_recal_accuracy - accuracy`` paired within each trained model, bounds
+what the shift cost from above: re-estimating also replaces running averages
+that lag behind the weights. With rows of both orders (``dropout-bn`` and
+``bn-dropout``, e.g. the ``bn-shift`` and ``bn-shift-after`` studies read
+together), the paired accuracy difference after minus before over the seeds
+both hold, and the gain before minus the gain after (the control has no
+shift), which is the part of the gain owed to the shift.
 
 Intervals are the 95 % Student-t intervals of :mod:`dropscale.study.analysis`.
 """
@@ -167,12 +170,14 @@ def bn_shift_summary(rows: Iterable[Row]) -> list[BNShift]:
                 nll_fix=interval(_f(r, "bn_recal_nll") - _f(r, "nll") for r in sub),
             )
         )
+    # orders before, after, others; conventions in the order the rows list them
     orders = [BEFORE, AFTER]
+    scalings = list(dict.fromkeys(k[1] for k in groups))
     out.sort(
         key=lambda s: (
             orders.index(s.order) if s.order in orders else 2,
             s.order,
-            s.scaling,
+            scalings.index(s.scaling),
             s.p,
         )
     )
@@ -183,15 +188,20 @@ def bn_shift_summary(rows: Iterable[Row]) -> list[BNShift]:
 class OrderComparison:
     """Dropout after minus before BatchNorm at one (scaling, p), paired by
     seed: ``diff`` with BatchNorm's trained statistics, ``recal_diff`` after
-    both were re-estimated with dropout off."""
+    both were re-estimated with dropout off. ``net_fix`` is the re-estimation
+    gain with dropout before BatchNorm minus the gain in the control: the
+    control has no variance shift, so its gain is what re-estimation brings
+    anyway (running averages that lag behind the weights), and the
+    difference is the part of the gain owed to the shift."""
 
     scaling: str
     p: float
     diff: Interval
     recal_diff: Interval
+    net_fix: Interval
 
     def sentence(self) -> str:
-        d, r = self.diff, self.recal_diff
+        d, r, g = self.diff, self.recal_diff, self.net_fix
         tag = (
             "beyond the interval"
             if d.n >= 3 and (d.low > 0 or d.high < 0)
@@ -202,7 +212,9 @@ class OrderComparison:
             f"changes test accuracy by {d.mean * 100:+.2f} points "
             f"[{d.low * 100:+.2f}, {d.high * 100:+.2f}] ({tag}); after "
             f"re-estimating both, by {r.mean * 100:+.2f} points "
-            f"[{r.low * 100:+.2f}, {r.high * 100:+.2f}]."
+            f"[{r.low * 100:+.2f}, {r.high * 100:+.2f}]. The re-estimation gain "
+            f"owed to the shift (gain before minus gain after) is "
+            f"{g.mean * 100:+.2f} points [{g.low * 100:+.2f}, {g.high * 100:+.2f}]."
         )
 
 
@@ -232,6 +244,11 @@ def order_comparison(rows: Iterable[Row]) -> list[OrderComparison]:
                 interval(
                     _f(after[s], "bn_recal_accuracy")
                     - _f(before[s], "bn_recal_accuracy")
+                    for s in seeds
+                ),
+                interval(
+                    (_f(before[s], "bn_recal_accuracy") - _f(before[s], "accuracy"))
+                    - (_f(after[s], "bn_recal_accuracy") - _f(after[s], "accuracy"))
                     for s in seeds
                 ),
             )
