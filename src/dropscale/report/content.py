@@ -22,6 +22,8 @@ from typing import Any
 from dropscale.moments import moments
 from dropscale.study.analysis import (
     Interval,
+    best_eval_scale,
+    format_interval,
     mc_curve,
     mean_or_spread,
     preliminary_note,
@@ -49,10 +51,10 @@ Block = tuple
 
 
 def _iv(iv: Interval, scale: float = 1.0, digits: int = 2, sign: bool = False) -> str:
-    f = f"{'+' if sign else ''}.{digits}f"
-    if iv.n < 2:
-        return f"{iv.mean * scale:{f}} (1 seed)"
-    return f"{iv.mean * scale:{f}} [{iv.low * scale:{f}}, {iv.high * scale:{f}}]"
+    """Mean [interval]; ``scale`` 100 without ``sign`` is an accuracy in
+    percent, whose displayed interval is clipped to [0, 100]."""
+    bounds = (0.0, 1.0) if scale == 100.0 and not sign else None
+    return format_interval(iv, scale, digits, sign=sign, bounds=bounds)
 
 
 def _n_sites(rows: Sequence[Row]) -> int:
@@ -199,8 +201,9 @@ def study_blocks(
         (
             "p",
             "Test accuracy under each convention's own inference rule; "
-            "intervals are 95 % Student-t intervals over seeds, gaps are paired "
-            "by seed.",
+            "intervals are 95 % Student-t intervals over seeds (accuracy "
+            "intervals clipped to [0, 100] %), gaps are paired by seed; rules "
+            "with the same value at every seed are called tied.",
         ),
         ("ul", [v.sentence(scale=100.0, unit=" points") for v in verdicts(rows)]),
         ("p", "The same for test negative log-likelihood (lower is better):"),
@@ -232,7 +235,11 @@ def study_blocks(
     ]
     blocks += [
         ("h2", "Accuracy and NLL against p"),
-        ("p", "Mean [95 % interval] over seeds, own inference rule."),
+        (
+            "p",
+            "Mean [95 % interval] over seeds, own inference rule; accuracy "
+            "intervals are clipped to [0, 100] %.",
+        ),
         ("table", ["scaling", "p", "test accuracy (%)", "test NLL"], table),
     ]
     for key, alt in (("accuracy", "accuracy vs p"), ("nll", "NLL vs p")):
@@ -250,7 +257,8 @@ def study_blocks(
         (
             "ul",
             [
-                f"wall time {wall_seconds:.1f} s for {len(rows)} trials "
+                f"wall time {wall_seconds:.1f} s for {len(rows)} "
+                f"trial{'' if len(rows) == 1 else 's'} "
                 f"({per_min:.1f} trials per minute, all runs of this folder "
                 "together)",
                 f"time inside trial groups: {group_seconds:.1f} s",
@@ -264,8 +272,11 @@ def study_blocks(
             [
                 "Intervals are Student-t intervals over seeds; test accuracy is "
                 "discrete, so when every seed shows the same difference the "
-                "interval has zero width. With fewer than 3 seeds no "
-                "comparison is called separated.",
+                "interval has zero width; the verdicts call it degenerate and "
+                "judge it by a sign test (separated only with 6 or more "
+                "seeds). With fewer than 3 seeds no comparison is called "
+                "separated; with 1 seed there is no interval. Accuracy "
+                "intervals are clipped to [0, 100] % for display.",
                 "The std-matching c is calibrated site by site on training "
                 "inputs with one draw of masks; it matches the pooled std of "
                 "each site's output, not every unit's.",
@@ -341,8 +352,9 @@ def _sweep_blocks(rows, d, scalings, ps, figures) -> list:
         (
             "p",
             "Every site's inference factor multiplied by c; c = 1 is the "
-            "convention's own rule. Best c by mean test accuracy, with its "
-            "accuracy and the accuracy at c = 1.",
+            "convention's own rule. Best c by mean test accuracy (c = 1, or the "
+            "c nearest 1, when several share the best mean; the others are "
+            "named as tied), with its accuracy and the accuracy at c = 1.",
         ),
     ]
     table = []
@@ -351,11 +363,9 @@ def _sweep_blocks(rows, d, scalings, ps, figures) -> list:
             curve = sweep_curve(rows, s, p, d["eval_scales"])
             if not curve:
                 continue
-            best = max(curve, key=lambda t: t[1].mean)
+            _, best_acc, label = best_eval_scale(curve)
             one = next(a for c, a, _ in curve if c == 1.0)
-            table.append(
-                [s, f"{p:g}", f"{best[0]:g}", _iv(best[1], 100), _iv(one, 100)]
-            )
+            table.append([s, f"{p:g}", label, _iv(best_acc, 100), _iv(one, 100)])
     blocks.append(
         ("table", ["scaling", "p", "best c", "accuracy at best c", "at c = 1"], table)
     )
@@ -372,7 +382,11 @@ def _mc_blocks(rows, d, scalings, ps, figures) -> list:
             "p",
             "Mean test accuracy (%) of the softmax averaged over T passes with "
             "masks drawn, and, last column, MC at the largest T minus the "
-            "deterministic rule, paired by seed.",
+            "deterministic rule, paired by seed. Rules that train the same "
+            "model (the same training factor a at a seed, such as classic and "
+            "none, or every rule at p = 0) draw the same masks, so their MC "
+            "curves coincide; the figure gives each rule its own marker and "
+            "line style and names the coinciding curves in the panel.",
         ),
     ]
     table = []
