@@ -428,6 +428,35 @@ def _study_config(args: argparse.Namespace):
     return config
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _values(label: str, values: Sequence[object]) -> str:
+    """``"seed 0"``, ``"seeds 0-3"``, ``"p = 0.1, 0.25"``."""
+    if label == "seed":
+        v = sorted(int(x) for x in values)  # type: ignore[call-overload]
+        if len(v) == 1:
+            return f"seed {v[0]}"
+        if v == list(range(v[0], v[-1] + 1)):
+            return f"seeds {v[0]}-{v[-1]}"
+        return "seeds " + ", ".join(str(x) for x in v)
+    return f"p = {', '.join(f'{float(x):g}' for x in sorted(values))}"  # type: ignore[arg-type]
+
+
+def _group_label(trials) -> str:
+    """What a finished group held: its trial count, rules, p and seed values."""
+    rules = list(dict.fromkeys(t.scaling for t in trials))
+    ps = {t.p for t in trials}
+    seeds = {t.seed for t in trials}
+    names = ", ".join(rules) if len(rules) <= 4 else f"{', '.join(rules[:3])}, ..."
+    return (
+        f"group of {_plural(len(trials), 'trial')} finished "
+        f"({_plural(len(rules), 'rule')}: {names}; {_values('p', ps)}; "
+        f"{_values('seed', seeds)})"
+    )
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     from dropscale.study import run_study
 
@@ -440,8 +469,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
             return
         acc = sum(r.accuracy for r in results) / len(results)
         print(
-            f"[{done}/{total}] {len(results)} trial(s) finished "
-            f"({results[0].trial.key} ...): mean accuracy {acc * 100:.2f} %, "
+            f"[{done}/{total}] {_group_label([r.trial for r in results])}: "
+            f"mean accuracy {acc * 100:.2f} %, "
             f"{results[0].seconds * len(results):.1f} s",
             file=sys.stderr,
         )
@@ -500,7 +529,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         print(v.sentence())
     resumed = outcome.n_trials - outcome.n_run
     print(
-        f"study finished: {outcome.n_trials} trials ({outcome.n_run} run now, "
+        f"study finished: {_plural(outcome.n_trials, 'trial')} "
+        f"({outcome.n_run} run now, "
         f"{resumed} from the ledger) in {outcome.seconds:.1f} s; "
         f"report: {outcome.report_md} (also {outcome.report_html.name})"
     )
@@ -512,7 +542,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     paths = build_report(args.folder)
     print(
-        f"rebuilt from the ledger: {paths.results_csv} ({len(paths.rows)} trials), "
+        f"rebuilt from the ledger: {paths.results_csv} "
+        f"({_plural(len(paths.rows), 'trial')}), "
         f"{paths.report_md}, {paths.report_html}"
     )
     return 0
@@ -521,9 +552,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_presets(args: argparse.Namespace) -> int:
     from dropscale.study import load_preset, preset_names
 
-    for name in preset_names():
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
         c = load_preset(name)
-        print(f"{name:<14}{len(c.trials()):>5} trials  {c.description}")
+        # descriptions conventionally open with "name: "; the column says it
+        text = c.description.removeprefix(f"{name}:").strip()
+        n = len(c.trials())
+        print(f"{name:<{width}}  {n:>5} trial{' ' if n == 1 else 's'}  {text}")
     return 0
 
 
@@ -696,36 +732,99 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_simulate)
 
     st = sub.add_parser(
-        "study", help="train models under each convention and report which wins"
+        "study",
+        help="train models under each convention and report which wins",
+        description="Train the same model under each convention and report which "
+        "wins. The study comes from --preset (default quick) or --config; the "
+        "options below override its values, and an option left out keeps the "
+        "study's value (shown for the quick preset). `dropscale presets` lists "
+        "the presets.",
     )
+    # the defaults quoted below are the quick preset's (tests check them)
     st.add_argument(
-        "--out", type=Path, default=None, help="output folder (runs/<timestamp>)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder; an existing one is resumed (default: runs/<timestamp>)",
     )
-    st.add_argument("--preset", default=None, help="a shipped study (default quick)")
+    st.add_argument("--preset", default=None, help="a shipped study (default: quick)")
     st.add_argument(
         "--data-dir",
         type=Path,
         default=None,
         help="folder of the data set's files (IDX files, or a text corpus)",
     )
-    st.add_argument("--config", type=Path, default=None, help="a study TOML file")
-    st.add_argument("--p", type=_probability, nargs="+", default=None)
-    st.add_argument("--scaling", nargs="+", default=None, help=scal_help)
-    st.add_argument("--seeds", type=_positive_int, default=None)
-    st.add_argument("--epochs", type=_positive_int, default=None)
-    st.add_argument("--threads", type=_positive_int, default=None)
-    st.add_argument("--group-size", type=_positive_int, default=None)
-    st.add_argument("--executor", choices=("local", "ray"), default=None)
+    st.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a study TOML file, instead of --preset (default: none)",
+    )
+    st.add_argument(
+        "--p",
+        type=_probability,
+        nargs="+",
+        default=None,
+        metavar="P",
+        help="drop probabilities in [0, 1) (default: the study's; quick: 0.1 0.25 0.5)",
+    )
+    st.add_argument(
+        "--scaling",
+        nargs="+",
+        default=None,
+        help=f"{scal_help} (default: the study's; quick: inverted classic "
+        "variance none)",
+    )
+    st.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="seed indices 0..N-1 per (rule, p) (default: the study's; quick: 5)",
+    )
+    st.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="training epochs (default: the study's; quick: 30)",
+    )
+    st.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="torch threads per worker (default: the study's; quick: 1)",
+    )
+    st.add_argument(
+        "--group-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="trials trained together as one batched computation (default: "
+        "the study's; quick: 12)",
+    )
+    st.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default=None,
+        help="run trial groups in this process or as Ray tasks (default: the "
+        "study's; quick: local)",
+    )
     st.add_argument(
         "--address", default=None, help="Ray cluster address (default: start one)"
     )
-    st.add_argument("--device", default=None, help="cpu (default) or cuda")
+    st.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     st.add_argument(
         "--force-new",
         action="store_true",
-        help="start over when --out holds a different study",
+        help="start over when --out holds a different study (default: refuse)",
     )
-    st.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    st.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (default: progress shown)",
+    )
     st.set_defaults(func=_cmd_study)
 
     rp = sub.add_parser("report", help="rebuild a study's outputs from its ledger")
