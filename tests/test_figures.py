@@ -98,3 +98,14 @@ def test_eval_scale_figure_names_rules_identical_at_p0(tmp_path):
     finally:
         plt.close(fig)
     assert plot_mc(rows, TS, tmp_path / "mc.png").stat().st_size > 0
+
+
+def test_accuracy_error_bars_stop_at_100_percent():
+    from dropscale.report.figures import _err
+    from dropscale.study.analysis import interval
+
+    iv = interval([0.98, 1.0, 0.47])
+    assert iv.high > 1.0
+    below, above = _err(iv, 100.0, (0.0, 1.0))
+    assert above == (1.0 - iv.mean) * 100 and below == (iv.mean - iv.low) * 100
+    assert _err(interval([0.5]), 100.0, (0.0, 1.0)) == (0.0, 0.0)

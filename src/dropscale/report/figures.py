@@ -90,10 +90,15 @@ def _plt():
     return plt
 
 
-def _err(iv, scale: float) -> tuple[float, float]:
+def _err(iv, scale: float, bounds: tuple[float, float] | None = None):
+    """Error-bar lengths below and above the mean; ``bounds`` clips the
+    interval (``(0, 1)`` for an accuracy); none with one seed."""
     if iv.n < 2:
         return 0.0, 0.0
-    return (iv.mean - iv.low) * scale, (iv.high - iv.mean) * scale
+    low, high = iv.low, iv.high
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return (iv.mean - low) * scale, (high - iv.mean) * scale
 
 
 def _scalings(rows: Sequence[Row]) -> list[str]:
@@ -113,7 +118,8 @@ def plot_metric_vs_p(
     scale: float = 1.0,
 ) -> Path:
     """Mean of ``metric`` against p, one line per convention, 95 % intervals
-    over seeds as error bars; written to ``path`` (PNG)."""
+    over seeds as error bars (clipped to [0, 100] % for an accuracy); written
+    to ``path`` (PNG)."""
     plt = _plt()
     rows = list(rows)
     summary = summarise(rows, metric)
@@ -129,7 +135,7 @@ def plot_metric_vs_p(
             iv = summary[(s, p)]
             xs.append(p + (i - (len(scalings) - 1) / 2) * width)
             ys.append(iv.mean * scale)
-            e = _err(iv, scale)
+            e = _err(iv, scale, (0.0, 1.0) if metric.endswith("accuracy") else None)
             lo.append(e[0])
             hi.append(e[1])
         ax.errorbar(xs, ys, yerr=[lo, hi], capsize=3, label=s, **rule_style(i))
