@@ -14,6 +14,7 @@ Blocks are plain tuples:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -460,7 +461,10 @@ def language_model_blocks(rows: Sequence[Row]) -> list[Block]:
         for p in ps
         if (s, p) in test
     ]
-    found = verdicts(rows, "test_ppl", higher_is_better=False)
+    found = [
+        dataclasses.replace(v, metric="perplexity")
+        for v in verdicts(rows, "test_ppl", higher_is_better=False)
+    ]
     return [
         ("h2", "Language model: perplexity"),
         (
@@ -478,7 +482,11 @@ def language_model_blocks(rows: Sequence[Row]) -> list[Block]:
             ["scaling", "p", "validation perplexity", "test perplexity"],
             table,
         ),
-        ("p", "Which rule gives the lower test perplexity, paired by seed:"),
+        (
+            "p",
+            "Which rule gives the lower test perplexity, paired by seed (a gap "
+            "is the other rule's perplexity minus the best one's):",
+        ),
         ("ul", [v.sentence(scale=1.0, unit="", digits=2) for v in found]),
     ]
 
