@@ -25,6 +25,11 @@ __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`
+_MAX_SEED = (1 << 63) - 1  # dropscale.simulate.MAX_SEED, without importing torch
+# simulate: values drawn per second and core, for the time estimate of a refused
+# size (about 380 million normals per second, see dropscale.simulate).
+_SIM_RATE = 3.8e8
+_SIM_MAX_VALUES = 10**10
 
 
 class UsageError(Exception):
@@ -58,6 +63,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= _MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be in [0, 2^63 - 1] = [0, {_MAX_SEED}], got {text}"
+        )
+    return value
+
+
+def _max_values(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 1e18:
+        raise argparse.ArgumentTypeError(f"must be in [1, 1e18], got {text}")
+    return int(value)
+
+
 def _scaling_list(values: Sequence[str]) -> list[str]:
     from dropscale.scaling import SCALINGS, get_scaling
 
@@ -69,6 +96,30 @@ def _scaling_list(values: Sequence[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------- moments
+
+
+def _num(value: float, width: int, decimals: int = 4) -> str:
+    """``value`` right-aligned in ``width`` columns, always with a space before
+    it: fixed-point with ``decimals`` where that fits, otherwise the shortest
+    of general and scientific notation, so two columns never run together."""
+    room = width - 1
+    return " " + _short(value, decimals, room).rjust(room)
+
+
+def _short(value: float, decimals: int, room: int) -> str:
+    """``value`` in at most ``room`` characters where possible (see _num)."""
+    text = f"{value:.{decimals}f}"
+    if len(text) > room or (value != 0 and abs(value) < 10**-decimals):
+        text = f"{value:.{decimals}g}"
+        if len(text) > room:
+            text = f"{value:.{max(room - 7, 1)}e}"
+    return text
+
+
+def _p_text(p: float) -> str:
+    """``p`` with enough digits to read back as itself (0.99999999999, not 1)."""
+    text = f"{p:g}"
+    return text if float(text) == p else repr(p)
 
 
 def _json_safe(obj: object) -> object:
@@ -100,7 +151,7 @@ def _each_rule(fn, ps: Sequence[float], rules: Sequence[str], implicit: bool):
                 if not implicit:
                     raise
                 print(
-                    f"dropscale: note: {rule} left out at p = {p:g}: {e}",
+                    f"dropscale: note: {rule} left out at p = {_p_text(p)}: {e}",
                     file=sys.stderr,
                 )
     return out
@@ -164,9 +215,9 @@ def _moments_linear_example(args: argparse.Namespace) -> int:
     print("-" * len(head))
     for r in results:
         print(
-            f"{r.scaling:<16}{r.p:>6g}{r.train_mean.item():>12.4f}"
-            f"{r.train_std.item():>11.4f}{r.eval_mean.item():>11.4f}"
-            f"{r.eval_std.item():>10.4f}"
+            f"{r.scaling:<16}{' ' + _p_text(r.p):>6}{_num(r.train_mean.item(), 12)}"
+            f"{_num(r.train_std.item(), 11)}{_num(r.eval_mean.item(), 11)}"
+            f"{_num(r.eval_std.item(), 10)}"
         )
     _print_notes(results)
     return 0
@@ -203,10 +254,10 @@ def _moments_batchnorm(args: argparse.Namespace, law) -> int:
     print("-" * len(head))
     for r in results:
         print(
-            f"{r.order:<11}{r.scaling:<16}{r.p:>6g}{r.running_mean:>13.4f}"
-            f"{r.running_var:>12.4f}{r.train_out_std:>14.4f}"
-            f"{r.eval_out_mean:>14.4f}{r.eval_out_std:>13.4f}"
-            f"{r.variance_shift:>9.4f}"
+            f"{r.order:<11}{r.scaling:<16}{' ' + _p_text(r.p):>6}"
+            f"{_num(r.running_mean, 13)}{_num(r.running_var, 12)}"
+            f"{_num(r.train_out_std, 14)}{_num(r.eval_out_mean, 14)}"
+            f"{_num(r.eval_out_std, 13)}{_num(r.variance_shift, 9)}"
         )
     _print_notes(results)
     return 0
@@ -242,10 +293,11 @@ def _cmd_moments(args: argparse.Namespace) -> int:
     print("-" * len(head))
     for m in results:
         print(
-            f"{m.scaling:<16}{m.p:>6g}{m.train_mean:>12.4f}{m.train_std:>11.4f}"
-            f"{m.train_second:>12.4f}{m.eval_mean:>11.4f}{m.eval_std:>10.4f}"
-            f"{m.eval_second:>11.4f}{m.mean_ratio:>10.4f}{m.std_ratio:>9.4f}"
-            f"{m.var_ratio:>9.4f}"
+            f"{m.scaling:<16}{' ' + _p_text(m.p):>6}{_num(m.train_mean, 12)}"
+            f"{_num(m.train_std, 11)}{_num(m.train_second, 12)}"
+            f"{_num(m.eval_mean, 11)}{_num(m.eval_std, 10)}"
+            f"{_num(m.eval_second, 11)}{_num(m.mean_ratio, 10)}"
+            f"{_num(m.std_ratio, 9)}{_num(m.var_ratio, 9)}"
         )
     print(
         "mean e/t: eval over train mean per unit of the input mean (every rule's "
@@ -254,7 +306,7 @@ def _cmd_moments(args: argparse.Namespace) -> int:
     for m in results:
         if m.constants:
             consts = ", ".join(f"{k} = {v:.4f}" for k, v in m.constants.items())
-            print(f"{m.scaling} at p = {m.p:g}: {consts}")
+            print(f"{m.scaling} at p = {_p_text(m.p)}: {consts}")
     _print_notes(results)
     return 0
 
@@ -266,11 +318,13 @@ def _measured_rows(label: str, rows) -> None:
     for name, m in rows:
         lo, hi = m.mean_interval
         slo, shi = m.std_interval
+        interval = f" [{_short(lo, 5, 10)}, {_short(hi, 5, 10)}]"
+        std_interval = f" [{_short(slo, 5, 9)}, {_short(shi, 5, 9)}]"
         print(
-            f"{label:<22}{name:<7}{m.mean:>11.5f} [{lo:.5f}, {hi:.5f}]".ljust(57)
-            + f"{m.exact_mean:>10.5f}{m.z_mean:>6.2f}  {m.std:>9.5f} "
-            + f"[{slo:.5f}, {shi:.5f}]".ljust(23)
-            + f"{m.exact_std:>9.5f}{m.z_std:>6.2f}"
+            f"{label:<21} {name:<7}{_num(m.mean, 11, 5)}{interval:<25}"
+            f"{_num(m.exact_mean, 10, 5)}{_num(m.z_mean, 6, 2)} "
+            f"{_num(m.std, 10, 5)}{std_interval:<23}"
+            f"{_num(m.exact_std, 9, 5)}{_num(m.z_std, 6, 2)}"
         )
 
 
@@ -283,12 +337,39 @@ def _simulate_head() -> None:
     print("-" * len(head))
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _check_sim_size(args: argparse.Namespace, runs: int) -> None:
+    """Refuse a simulation larger than ``--max-values`` values per run, with
+    an estimate of its time, before anything is drawn."""
+    if args.linear:
+        values, what = args.n * 100, f"--n {args.n} passes of 100 inputs"
+    elif args.batchnorm:
+        values, what = args.n, f"--n {args.n} samples"
+    else:
+        values, what = args.n * args.n, f"--n {args.n} (an n x n tensor)"
+    if values <= args.max_values:
+        return
+    raise ValueError(
+        f"{what} means {values:.3g} values per run, over --max-values "
+        f"{args.max_values:.3g}; at about {_SIM_RATE:.2g} values per second that "
+        f"is roughly {_duration(values / _SIM_RATE)} per run ({runs} runs); "
+        "lower --n, or raise --max-values if you mean it"
+    )
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from dropscale.simulate import simulate, simulate_batchnorm, simulate_linear
 
     start = time.perf_counter()
     ps = args.p or ([0.3] if args.linear else [0.1, 0.25, 0.5])
     scalings = _rule_list(args.scaling or ["inverted"])
+    _check_sim_size(args, len(ps) * len(scalings))
     if args.linear:
         import torch
 
@@ -311,7 +392,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
         rows = [
             (
-                f"{r.exact.scaling}, {r.exact.p:g}",
+                f"{r.exact.scaling}, {_p_text(r.exact.p)}",
                 [("train", r.train[0]), ("eval", r.eval[0])],
             )
             for r in results
@@ -337,7 +418,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
         rows = [
             (
-                f"{r.exact.scaling}, {r.exact.p:g}",
+                f"{r.exact.scaling}, {_p_text(r.exact.p)}",
                 [
                     ("pre-BN", r.pre_bn_train),
                     ("train", r.train_out),
@@ -366,7 +447,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         what = f"{args.n} x {args.n} tensor of {law.describe()}, mask drawn {how}"
         rows = [
             (
-                f"{r.scaling}, {r.p:g}",
+                f"{r.scaling}, {_p_text(r.p)}",
                 [("input", r.input), ("train", r.output), ("eval", r.eval)],
             )
             for r in results
@@ -386,8 +467,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.batchnorm:
         for r in results:
             print(
-                f"{r.exact.scaling}, p = {r.exact.p:g}: BatchNorm running var "
-                f"{r.running_var:.5f} (exact {r.exact.running_var:.5f})"
+                f"{r.exact.scaling}, p = {_p_text(r.exact.p)}: BatchNorm running "
+                f"var {r.running_var:.5g} (exact {r.exact.running_var:.5g})"
             )
     _print_notes(r.exact for r in results)
     print(f"{len(results)} runs in {seconds:.1f} s")
@@ -702,9 +783,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--std", type=float, default=None, help="input std")
     s.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=0,
-        help="runs at the i-th p use seed + i; rules at one p share their draws",
+        help="runs at the i-th p use seed + i; rules at one p share their draws; "
+        "in [0, 2^63 - 1] (default 0)",
+    )
+    s.add_argument(
+        "--max-values",
+        type=_max_values,
+        default=_SIM_MAX_VALUES,
+        help="refuse a run that would draw more values than this (n*n for the "
+        "tensor, n*100 with --linear, n with --batchnorm); default "
+        f"{_SIM_MAX_VALUES:.0e}, about {_SIM_MAX_VALUES / _SIM_RATE:.0f} s per "
+        f"run at about {_SIM_RATE:.2g} values per second on one core",
     )
     s.add_argument(
         "--linear",

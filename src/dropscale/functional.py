@@ -19,6 +19,7 @@ from dropscale import _sampler
 from dropscale.scaling import ScalingLike, get_scaling
 
 __all__ = [
+    "drops_all",
     "dropout",
     "dropout_mask",
     "effective_keep_prob",
@@ -112,6 +113,58 @@ def effective_keep_prob(q: float) -> float:
     return _sampler.effective_keep_prob(q)
 
 
+def drops_all(p: float) -> bool:
+    """Whether drop probability ``p`` drops every unit: ``p = 1``, or ``p`` so
+    close to 1 that ``q_eff = effective_keep_prob(1 - p)`` is 0 (``1 - p``
+    below ``2^-33``, for example ``p = 1 - 1e-11``).
+
+    The rule every dropout form follows: such a ``p`` behaves exactly like
+    ``p = 1`` (exact zeros in training for the ``(a, b)`` conventions, alpha
+    dropout and the structured forms; a ValueError where ``p = 1`` is one, as
+    for ``scaling="moment"``), since no mask drawn at ``q_eff = 0`` keeps
+    anything and a factor such as ``1 / q_eff`` does not exist.
+    """
+    return p >= 1.0 or effective_keep_prob(1.0 - p) == 0.0
+
+
+def _check_size(size: object) -> tuple[int, ...]:
+    if isinstance(size, int | Tensor) or not isinstance(size, Sequence | torch.Size):
+        raise TypeError(
+            f"dropout_mask: size must be a sequence of integers such as (B, 1, H), "
+            f"got {size!r}"
+        )
+    out = []
+    for s in size:
+        if isinstance(s, Tensor) and s.numel() == 1 and not s.is_floating_point():
+            s = int(s.item())
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(
+                f"dropout_mask: size entries must be integers, got {s!r} of type "
+                f"{type(s).__name__} in size={tuple(size)!r}"
+            )
+        if s < 0:
+            raise ValueError(
+                f"dropout_mask: size entries must be >= 0, got {s} in "
+                f"size={tuple(size)!r}"
+            )
+        out.append(int(s))
+    return tuple(out)
+
+
+def _check_factor(kind: str, value: float, x: Tensor, p: float) -> None:
+    """Refuse a factor that overflows ``x``'s dtype (``1 / q`` in float16 at p
+    near 1) instead of returning inf."""
+    dtype = x.dtype
+    if not dtype.is_floating_point and not dtype.is_complex:
+        return
+    if abs(value) > torch.finfo(dtype).max:
+        raise ValueError(
+            f"dropout: the {kind} factor {value:.6g} at p={p!r} is not finite in "
+            f"{dtype} (largest {torch.finfo(dtype).max:.6g}); compute in float32, "
+            "for example dropout(x.float(), ...), or use a smaller p"
+        )
+
+
 def keep_mask(
     shape: Sequence[int],
     q: float,
@@ -156,13 +209,17 @@ def dropout_mask(
     """
     p = resolve_p(p, keep_prob)
     _check_dtype(x)
+    size = _check_size(size)
+    conv = get_scaling(scaling)
+    if drops_all(p):
+        return torch.zeros(size, dtype=x.dtype, device=x.device)
     q = effective_keep_prob(1.0 - p)
-    a, _ = get_scaling(scaling).factors(q)
-    size = tuple(int(s) for s in size)
+    a, _ = conv.factors(q)
+    if a == 0.0:
+        return torch.zeros(size, dtype=x.dtype, device=x.device)
+    _check_factor("training", a, x, p)
     if p == 0.0:
         return torch.full(size, a, dtype=x.dtype, device=x.device)
-    if p == 1.0:
-        return torch.zeros(size, dtype=x.dtype, device=x.device)
     keep = keep_mask(size, q, device=x.device, generator=generator)
     return keep.to(x.dtype).mul_(a)
 
@@ -190,7 +247,11 @@ def dropout(
 
     Edge cases: ``p = 0`` returns ``x`` itself in every convention (nothing is
     dropped, so nothing is rescaled); ``p = 1`` in training returns exact zeros
-    with zero gradient, also for infinite inputs; an integer or bool tensor is
+    with zero gradient, also for infinite inputs, and so does every ``p`` with
+    :func:`drops_all` (``q_eff = 0``, ``1 - p < 2^-33``) and a training factor
+    ``a = 0`` (``custom(0, b)``); a factor too large for ``x``'s dtype (``1 / q``
+    in float16 at ``p`` near 1) is a ValueError, not inf; an integer or bool
+    tensor is
     returned unchanged unless dropout would act (training with ``p > 0``), where
     it is a ``TypeError``.
 
@@ -217,15 +278,19 @@ def dropout(
         if b == 0.0:
             # classic at p = 1: exact zeros, not inf * 0 = NaN.
             return x.masked_fill(torch.ones((), dtype=torch.bool, device=x.device), 0)
-        return x if b == 1.0 else x * b
+        if b == 1.0:
+            return x
+        _check_factor("inference", b, x, p)
+        return x * b
     _check_dtype(x)
-    if p == 1.0:
+    q = effective_keep_prob(1.0 - p)
+    a, _ = conv.factors(q)
+    if drops_all(p) or a == 0.0:
         # Multiplying by zero would turn inf into NaN; masking keeps exact zeros
         # and gives a zero gradient.
         return x.masked_fill(torch.ones((), dtype=torch.bool, device=x.device), 0)
+    _check_factor("training", a, x, p)
     if x.is_cuda and generator is None and conv.name == "inverted" and shape == x.shape:
         # PyTorch's fused CUDA kernel: one pass, exact q, its own random stream.
         return torch.nn.functional.dropout(x, p, training=True)
-    q = effective_keep_prob(1.0 - p)
-    a, _ = conv.factors(q)
     return _sampler.dropout_train(x, q, a, mask_shape=shape, generator=generator)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from dropscale.layers import MOMENT, Dropout
+from dropscale.layers import Dropout
 from dropscale.noise import AlphaDropout, GaussianDropout
 from dropscale.structured import EmbeddingDropout, RNNDropout, WeightDropout
 
@@ -85,7 +85,7 @@ def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
     moment_layers = [
         (m, m.update_running_stats)
         for m in model.modules()
-        if isinstance(m, Dropout) and m.scaling is MOMENT
+        if isinstance(m, Dropout) and m.is_moment
     ]
     try:
         model.eval()

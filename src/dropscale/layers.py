@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from dropscale.functional import (
     dropout,
+    drops_all,
     effective_keep_prob,
     keep_mask,
     mask_shape,
@@ -50,9 +51,15 @@ MOMENT = Scaling(
 
 
 def _is_moment(scaling: ScalingLike) -> bool:
+    """Whether ``scaling`` names the moment-matched rule.
+
+    Tested by name, not identity: ``copy.deepcopy``, ``pickle`` and
+    ``torch.save``/``torch.load`` give a layer an equal copy of :data:`MOMENT`,
+    not the object itself.
+    """
     if isinstance(scaling, str):
-        return scaling.strip().lower() == "moment"
-    return scaling is MOMENT
+        return scaling.strip().lower() == MOMENT.name
+    return isinstance(scaling, Scaling) and scaling.name == MOMENT.name
 
 
 def _check_shared_dims(shared_dims: Sequence[int]) -> tuple[int, ...]:
@@ -88,7 +95,8 @@ class Dropout(nn.Module):
     the very first training batch sets them outright, so no warm-up period
     runs on the initial values. ``A`` and ``B`` carry no gradient. A unit with
     ``sigma^2 = mu = 0`` gets ``A = 1 / q``, ``B = 0``. ``p = 1`` is refused
-    (with every unit dropped the variance cannot be kept).
+    (with every unit dropped the variance cannot be kept), and so is any ``p``
+    with ``q_eff = 0`` (:func:`~dropscale.functional.drops_all`).
 
     Args:
         p: drop probability in [0, 1]; default 0.5.
@@ -151,10 +159,12 @@ class Dropout(nn.Module):
     def _init_moment(
         self, num_features: int | None, unit_dim: int, momentum: float | None
     ) -> None:
-        if self.p == 1.0:
+        if drops_all(self.p):
             raise ValueError(
-                "Dropout: scaling='moment' needs p < 1, got p=1.0: with every "
-                "unit dropped the output is constant and its variance is lost"
+                f"Dropout: scaling='moment' needs p < 1, got p={self.p!r}: with "
+                "every unit dropped (p = 1, or 1 - p below 2^-33, where the "
+                "sampler's keep probability q_eff rounds to 0) the output is "
+                "constant and its variance is lost"
             )
         if isinstance(num_features, bool) or not isinstance(num_features, int):
             raise TypeError(
@@ -183,6 +193,11 @@ class Dropout(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     @property
+    def is_moment(self) -> bool:
+        """Whether this layer uses the moment-matched rule (``"moment"``)."""
+        return _is_moment(self.scaling)
+
+    @property
     def factors(self) -> tuple[float, float]:
         """``(a, b)``: the training and inference factors at this ``p``, taken at
         ``q = effective_keep_prob(1 - p)`` as :func:`~dropscale.dropout` does."""
@@ -190,7 +205,7 @@ class Dropout(nn.Module):
 
     def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Drop units of ``x`` in training; apply the inference rule in eval."""
-        if self.scaling is MOMENT:
+        if self.is_moment:
             return self._moment_forward(x, generator)
         return dropout(
             x,
@@ -207,7 +222,7 @@ class Dropout(nn.Module):
         Raises:
             ValueError: another rule, or no training batch seen yet.
         """
-        if self.scaling is not MOMENT:
+        if not self.is_moment:
             raise ValueError(
                 f"Dropout: moment_factors() needs scaling='moment', this layer "
                 f"uses {self.scaling.name!r}; read .factors instead"
@@ -289,7 +304,7 @@ class Dropout(nn.Module):
         text = f"p={self.p:g}, scaling={self.scaling.name!r}"
         if self.shared_dims:
             text += f", shared_dims={self.shared_dims}"
-        if self.scaling is MOMENT:
+        if self.is_moment:
             text += (
                 f", num_features={self.num_features}, unit_dim={self.unit_dim}, "
                 f"momentum={self.momentum}"

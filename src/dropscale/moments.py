@@ -71,6 +71,7 @@ __all__ = [
     "Constant",
     "Empirical",
     "InputDistribution",
+    "MAX_INPUT_SCALE",
     "LinearMoments",
     "Moments",
     "Normal",
@@ -146,6 +147,32 @@ def _nonnegative(name: str, value: object) -> float:
     return value
 
 
+MAX_INPUT_SCALE = 1e100
+"""Largest ``|mean|``, ``std`` (and uniform bound, constant value, sample
+value) an input law may have: squares, fourth powers and the products with
+factors up to ``1 / q_eff^2 <= 2^64`` then stay finite in float64."""
+
+
+def _scale_checked(name: str, value: float) -> float:
+    if abs(value) > MAX_INPUT_SCALE:
+        raise ValueError(
+            f"{name}={value!r} is too large: |{name}| must be at most "
+            f"{MAX_INPUT_SCALE:g} so that the moments (squares of it) stay "
+            "finite; rescale the input, the moments scale with it"
+        )
+    return value
+
+
+def _input_value(name: str, value: object) -> float:
+    """A finite input parameter with ``|value| <= MAX_INPUT_SCALE``."""
+    return _scale_checked(name, _finite(name, value))
+
+
+def _input_scale(name: str, value: object) -> float:
+    """A std: finite, ``0 <= value <= MAX_INPUT_SCALE``."""
+    return _scale_checked(name, _nonnegative(name, value))
+
+
 # ------------------------------------------------------------ input families
 
 
@@ -165,8 +192,8 @@ class Normal:
     std: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", _finite("mean", self.mean))
-        object.__setattr__(self, "std", _nonnegative("std", self.std))
+        object.__setattr__(self, "mean", _input_value("mean", self.mean))
+        object.__setattr__(self, "std", _input_scale("std", self.std))
 
     @property
     def var(self) -> float:
@@ -191,8 +218,8 @@ class RectifiedNormal:
     std: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", _finite("mean", self.mean))
-        object.__setattr__(self, "std", _nonnegative("std", self.std))
+        object.__setattr__(self, "mean", _input_value("mean", self.mean))
+        object.__setattr__(self, "std", _input_scale("std", self.std))
 
     def _raw(self) -> tuple[float, float]:
         mu, s = self.mean, self.std
@@ -227,8 +254,8 @@ class Uniform:
     high: float = math.sqrt(3.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "low", _finite("low", self.low))
-        object.__setattr__(self, "high", _finite("high", self.high))
+        object.__setattr__(self, "low", _input_value("low", self.low))
+        object.__setattr__(self, "high", _input_value("high", self.high))
         if self.high < self.low:
             raise ValueError(
                 f"uniform input: high must be >= low, got low={self.low!r}, "
@@ -238,7 +265,7 @@ class Uniform:
     @classmethod
     def from_moments(cls, mean: float, std: float) -> Uniform:
         """The uniform law with this mean and std: ``mean -+ sqrt(3) std``."""
-        mean, std = _finite("mean", mean), _nonnegative("std", std)
+        mean, std = _input_value("mean", mean), _input_scale("std", std)
         half = math.sqrt(3.0) * std
         return cls(mean - half, mean + half)
 
@@ -257,7 +284,7 @@ class Constant:
     value: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", _finite("value", self.value))
+        object.__setattr__(self, "value", _input_value("value", self.value))
 
     @property
     def var(self) -> float:
@@ -293,6 +320,14 @@ class Empirical:
             raise ValueError(
                 f"sample: {int(bad.sum())} of {s.numel()} values are NaN or "
                 f"infinite (first: {s[bad][0].item()!r}); remove them first"
+            )
+        big = s.abs() > MAX_INPUT_SCALE
+        if bool(big.any()):
+            raise ValueError(
+                f"sample: {int(big.sum())} of {s.numel()} values exceed "
+                f"{MAX_INPUT_SCALE:g} in absolute value (first: "
+                f"{s[big][0].item()!r}), so their squares would overflow; "
+                "rescale the sample"
             )
         object.__setattr__(self, "sample", s)
 
@@ -338,7 +373,7 @@ def make_input(kind: str, *, mean: float = 0.0, std: float = 1.0) -> InputDistri
     if key == "uniform":
         return Uniform.from_moments(mean, std)
     if key == "constant":
-        if _finite("std", std) != 0.0:
+        if _input_scale("std", std) != 0.0:
             raise ValueError(
                 f"std: a constant input has std 0, got std={std!r}; give std=0 "
                 "or another input family"
@@ -421,7 +456,7 @@ def matched_factors(p: float, mean: float, std: float) -> tuple[float, float]:
     ``B = mu``, which matches the mean but cannot match ``sigma^2 > 0``.
     """
     q = 1.0 - resolve_p(p)
-    mu, sigma = _finite("mean", mean), _nonnegative("std", std)
+    mu, sigma = _input_value("mean", mean), _input_scale("std", std)
     if q == 0.0:
         return 0.0, mu
     den = q * sigma**2 + q * (1.0 - q) * mu**2
@@ -725,6 +760,11 @@ def _per_input(name: str, value: object, n_in: int, shape: tuple[int, ...]) -> T
     t = torch.as_tensor(value, dtype=torch.float64).detach().cpu().reshape(-1)
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or infinite values: {t.tolist()[:5]}")
+    if name in ("mean", "std") and bool((t.abs() > MAX_INPUT_SCALE).any()):
+        raise ValueError(
+            f"{name}: |{name}| must be at most {MAX_INPUT_SCALE:g} so that the "
+            f"moments stay finite, got {t.abs().max().item()!r}; rescale the input"
+        )
     if t.numel() == 1:
         return t.expand(n_in)
     if t.numel() != n_in:

@@ -14,12 +14,19 @@ moments of a standardised input (mean 0, variance 1)::
 
 so kept units become ``a * x + b`` and dropped ones ``a * alpha' * q``. At
 ``p = 0.5``: ``a = 0.8864``, dropped value ``-0.7792``. At ``p = 1`` the output
-is all zeros (mean 0; no variance can be kept).
+is all zeros (mean 0; no variance can be kept), and so it is for every ``p``
+whose mask keeps nothing, ``q_eff = effective_keep_prob(1 - p) = 0`` (``1 - p``
+below ``2^-33``; see :func:`dropscale.functional.drops_all`), the rule all
+masked dropout forms follow.
 
 Gaussian dropout. Every unit is multiplied by ``e ~ N(1, p / q)``, which has
 the first two moments of ``a * m`` under inverted dropout (``a = 1 / q``):
 ``E[y] = mu`` and ``Var[y] = (sigma^2 + p mu^2) / q``. ``p = 1`` would need
-infinite noise variance and is refused.
+infinite noise variance and is refused. Gaussian dropout draws no mask, so it
+uses the exact ``q = 1 - p``, not ``q_eff``: a ``p`` just below 1 (say
+``1 - 1e-11``) is accepted and gives a huge but finite noise std
+``sqrt(p / q)``; where that std is not finite in ``x``'s dtype (float16) it
+is a ValueError.
 
 ``shared_dims`` shares one decision (or one noise draw) along the given dims,
 as in :func:`dropscale.functional.dropout`; for example ``shared_dims=(2, 3)``
@@ -34,7 +41,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from dropscale.functional import effective_keep_prob, keep_mask, mask_shape, resolve_p
+from dropscale.functional import (
+    drops_all,
+    effective_keep_prob,
+    keep_mask,
+    mask_shape,
+    resolve_p,
+)
 
 __all__ = [
     "SELU_ALPHA",
@@ -72,10 +85,11 @@ def alpha_factors(p: float) -> tuple[float, float, float]:
 
     ``a = (q + alpha'^2 q p) ** (-1/2)``, ``b = -a alpha' p`` and the dropped
     value ``a alpha' + b = a alpha' q``, with ``q = effective_keep_prob(1 - p)``
-    and ``p`` taken as ``1 - q``. At ``p = 1`` all three are 0.
+    and ``p`` taken as ``1 - q``. At ``p = 1``, and wherever ``q_eff = 0``
+    (:func:`~dropscale.functional.drops_all`), all three are 0.
     """
     p = resolve_p(p)
-    if p == 1.0:
+    if drops_all(p):
         return 0.0, 0.0, 0.0
     q = effective_keep_prob(1.0 - p)
     p = 1.0 - q
@@ -110,7 +124,7 @@ def alpha_dropout(
     if not training or p == 0.0 or x.numel() == 0:
         return x
     _check_real(x, "alpha_dropout")
-    if p == 1.0:
+    if drops_all(p):
         return x.masked_fill(torch.ones((), dtype=torch.bool, device=x.device), 0)
     a, b, dropped = alpha_factors(p)
     keep = keep_mask(shape, 1.0 - p, device=x.device, generator=generator)
@@ -147,6 +161,12 @@ def gaussian_dropout(
         return x
     _check_real(x, "gaussian_dropout")
     std = math.sqrt(p / (1.0 - p))
+    if std > torch.finfo(x.dtype).max:
+        raise ValueError(
+            f"gaussian_dropout: the noise std sqrt(p/q) = {std:.6g} at p={p!r} is "
+            f"not finite in {x.dtype}; compute in float32, for example "
+            "gaussian_dropout(x.float(), ...), or use a smaller p"
+        )
     noise = torch.randn(shape, dtype=x.dtype, device=x.device, generator=generator)
     return x * (noise * std + 1.0)
 

@@ -160,6 +160,11 @@ def custom(a: float, b: float) -> Scaling:
     Both factors must be finite and non-negative. The name is ``custom:A,B``
     with the numbers written exactly, so ``get_scaling(custom(a, b).name)``
     gives the same convention back.
+
+    ``a = 0`` drops everything in training: the dropout functions then return
+    exact zeros, as at ``p = 1``, also where ``x`` is infinite (IEEE
+    ``0 * inf`` would be NaN). Likewise ``b = 0`` gives exact zeros at
+    inference.
     """
     for name, value in (("a", a), ("b", b)):
         if isinstance(value, bool) or not isinstance(value, int | float):

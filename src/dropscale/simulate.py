@@ -87,6 +87,7 @@ from dropscale.scaling import ScalingLike
 
 __all__ = [
     "BatchNormSimulation",
+    "MAX_SEED",
     "LinearSimulation",
     "Measured",
     "SimulationResult",
@@ -214,6 +215,24 @@ def _check_n(name: str, n: object, minimum: int) -> int:
     if n < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {n}")
     return n
+
+
+MAX_SEED = (1 << 63) - 1
+"""Largest ``seed``: stream ``i`` seeds its generator with ``2 seed + i``,
+which must fit in 64 bits."""
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(
+            f"seed must be an integer, got {seed!r} of type {type(seed).__name__}"
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(
+            f"seed must be in [0, 2^63 - 1] = [0, {MAX_SEED}], got {seed}; "
+            "pick a smaller seed"
+        )
+    return seed
 
 
 def _draw_centered(
@@ -363,7 +382,7 @@ def simulate(
         mean, std, input: the input law, as in :func:`dropscale.moments.moments`
             (default ``N(0, 1)``).
         seed: seeds the generators that draw inputs and masks (stream ``i``
-            of the two uses ``2 seed + i``).
+            of the two uses ``2 seed + i``); in ``[0, 2^63 - 1]``.
         chunk_elements: values drawn and reduced at once; bounds the memory
             (4 bytes each, a few buffers).
         mask: ``"count"`` draws each chunk's kept count, ``"elementwise"`` one
@@ -377,6 +396,7 @@ def simulate(
         exact values, standard errors and 95 % intervals.
     """
     p = resolve_p(p, keep_prob)
+    seed = _check_seed(seed)
     n_elements = _check_n("n_elements", n_elements, 2)
     chunk_elements = _check_n("chunk_elements", chunk_elements, 1)
     if mask not in MASK_MODES:
@@ -534,6 +554,7 @@ def simulate_linear(
     inference.
     """
     p = resolve_p(p, keep_prob)
+    seed = _check_seed(seed)
     n_samples = _check_n("n_samples", n_samples, 2)
     batch_size = _check_n("batch_size", batch_size, 1)
     exact = linear_moments(
@@ -648,6 +669,7 @@ def simulate_batchnorm(
     rule's inference map and the BatchNorm in eval mode.
     """
     p = resolve_p(p, keep_prob)
+    seed = _check_seed(seed)
     n_samples = _check_n("n_samples", n_samples, 2)
     batch_size = _check_n("batch_size", batch_size, 2)
     if not eps > 0.0:
