@@ -296,7 +296,9 @@ def test_resume_runs_only_missing_trials_and_refuses_changed_study(tmp_path):
         tiny(scalings=("inverted",), seeds=1, epochs=3), tmp_path, force_new=True
     )
     assert fresh.n_trials == fresh.n_run == 2
-    assert len(list(tmp_path.glob("ledger-*.sqlite"))) == 1
+    # the old ledger and its outputs were moved together into previous-<time>/
+    (old,) = tmp_path.glob("previous-*")
+    assert (old / "ledger.sqlite").exists() and (old / "report.md").exists()
 
 
 # -------------------------------------------------------------------- CLI

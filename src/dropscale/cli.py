@@ -53,6 +53,16 @@ def _probability(text: str) -> float:
     return value
 
 
+def _out_folder(text: str) -> Path:
+    """``--out``: refuse an empty name (``Path("")`` would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "got an empty folder name; give the folder for the study's outputs "
+            "(e.g. --out runs/my-study), or leave --out out for runs/<timestamp>"
+        )
+    return Path(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -834,9 +844,11 @@ def build_parser() -> argparse.ArgumentParser:
     # the defaults quoted below are the quick preset's (tests check them)
     st.add_argument(
         "--out",
-        type=Path,
+        type=_out_folder,
         default=None,
-        help="output folder; an existing one is resumed (default: runs/<timestamp>)",
+        help="output folder: a new or empty one, or a study's (resumed); a "
+        "non-empty folder that holds no study is refused unless --force-new "
+        "(default: runs/<timestamp>)",
     )
     st.add_argument("--preset", default=None, help="a shipped study (default: quick)")
     st.add_argument(
@@ -909,7 +921,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--force-new",
         action="store_true",
-        help="start over when --out holds a different study (default: refuse)",
+        help="start over when --out holds a different study or an unreadable "
+        "ledger: the old ledger and outputs are moved into --out/previous-<time>/ "
+        "(nothing is deleted); also lets --out be a non-empty folder that holds "
+        "no study (default: refuse)",
     )
     st.add_argument(
         "--quiet",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,16 @@ def load_digits_split(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     bunch = load_digits()
     x = bunch.data.astype(np.float32)
     y = bunch.target.astype(np.int64)
+    # the stratified split needs one image per class on each side
+    n, k = len(y), len(np.unique(y))
+    n_test = math.ceil(test_fraction * n)
+    if min(n_test, n - n_test) < k:
+        raise ValueError(
+            f"test_fraction = {test_fraction!r} leaves {n - n_test} training and "
+            f"{n_test} test images of {n}; a stratified split needs at least {k} "
+            f"(one per class) on each side: use a value in "
+            f"[{k / n:.4f}, {1 - k / n:.4f}]"
+        )
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
     )

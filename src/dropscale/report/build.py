@@ -18,7 +18,7 @@ from dropscale.report.content import study_blocks
 from dropscale.report.figures import plot_eval_scale, plot_mc, plot_metric_vs_p
 from dropscale.report.html import to_html
 from dropscale.report.markdown import to_markdown
-from dropscale.study.ledger import Ledger
+from dropscale.study.ledger import LEDGER_NAME, Ledger, study_lock
 from dropscale.study.rows import csv_text, ledger_rows
 
 __all__ = ["ReportPaths", "build_report"]
@@ -54,12 +54,22 @@ def _figure(path: Path, draw) -> Path:
 
 
 def build_report(folder: str | Path) -> ReportPaths:
-    """Write results.csv, figures, report.md and report.html from the ledger.
+    """Write results.csv, figures, report.md and report.html from the ledger,
+    holding the folder's lock (refused while a study runs there).
 
     Raises:
         ValueError: no ledger in ``folder``, or no finished trial in it.
+        StudyBusyError: a study is running in ``folder``.
     """
     folder = Path(folder)
+    if not (folder / LEDGER_NAME).exists():
+        return _build(folder)  # raises: no ledger there
+    with study_lock(folder):
+        return _build(folder)
+
+
+def _build(folder: Path) -> ReportPaths:
+    """:func:`build_report` once the folder is locked."""
     with Ledger(folder) as ledger:
         d = ledger.definition()
         if d is None:

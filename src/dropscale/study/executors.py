@@ -26,10 +26,12 @@ Finished = tuple[list[TrialResult], float]
 
 
 def local_executor(
-    config: StudyConfig, groups: Sequence[Sequence[Trial]]
+    config: StudyConfig, groups: Sequence[Sequence[Trial]], data: Any = None
 ) -> Iterator[Finished]:
-    """Run the groups one after the other in this process."""
-    data = load_data(config) if groups else None
+    """Run the groups one after the other in this process, on ``data`` (the
+    study's data set, loaded here when not given)."""
+    if data is None and groups:
+        data = load_data(config)
     for group in groups:
         start = time.perf_counter()
         results = run_group(config, group, data)
@@ -92,7 +94,9 @@ def ray_executor(
 def run_groups(
     config: StudyConfig, groups: Sequence[Sequence[Trial]], **kwargs: Any
 ) -> Iterator[Finished]:
-    """Dispatch to the executor named in ``config.executor``."""
+    """Dispatch to the executor named in ``config.executor`` (``data``, the
+    loaded data set, is used by the local executor only)."""
+    data = kwargs.pop("data", None)
     if config.executor == "ray":
         return ray_executor(config, groups, **kwargs)
-    return local_executor(config, groups)
+    return local_executor(config, groups, data)
