@@ -281,3 +281,9 @@ def test_second_run_and_report_refused_while_a_study_holds_the_folder(
     assert run_study(StudyConfig(**CONFIG), folder).n_run == 0
     code, out, err = _cli(capsys, "report", folder)
     assert code == 0 and "rebuilt" in out
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", ""])
+def test_device_names_are_checked_in_the_config(device):
+    with pytest.raises(ValueError, match=r"run\.device \(--device\): got"):
+        StudyConfig(**{**CONFIG, "device": device})

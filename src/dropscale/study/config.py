@@ -50,6 +50,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dropscale.scaling import get_scaling
 from dropscale.study.registry import get_dataset, get_model, resolve_options
 
@@ -234,6 +236,15 @@ class StudyConfig:
         _str("run.executor", self.executor, ("local", "ray"))
         _str("run.address", self.address)
         _str("run.device", self.device)
+        try:
+            kind = torch.device(self.device).type
+        except (RuntimeError, ValueError):
+            kind = None
+        if kind not in ("cpu", "cuda", "mps"):
+            raise ValueError(
+                f"run.device (--device): got {self.device!r}; expected cpu, cuda, "
+                "cuda:N or mps"
+            )
         _str("description", self.description)
 
     # ------------------------------------------------------------ the grid
