@@ -140,6 +140,11 @@ def test_broken_trial_metrics_name_the_trial_and_how_to_redo_it(
     err = _one_line(*_cli(capsys, "report", folder))
     assert f"trial {key!r} has unreadable metrics" in err, err
     assert "DELETE FROM trials WHERE key" in err and "--force-new" in err
+    # a resumed study names it when it opens the ledger, before any training
+    started = []
+    with pytest.raises(LedgerError, match="unreadable metrics"):
+        run_study(StudyConfig(**CONFIG), folder, on_start=lambda *a: started.append(a))
+    assert started == []
     # the fix it gives works: delete the row, run again, the trial is redone
     _edit(folder, "DELETE FROM trials WHERE key = ?", key)
     outcome = run_study(StudyConfig(**CONFIG), folder)

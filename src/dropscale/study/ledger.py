@@ -32,6 +32,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from shlex import quote
 from typing import Any, TypeVar
 
 from dropscale.study.config import StudyConfig, Trial, definition_diff
@@ -127,8 +128,9 @@ _T = TypeVar("_T")
 
 def _unreadable(folder: Path, detail: str, *, for_report: bool) -> LedgerError:
     fix = (
-        f"move it aside, or start over with `dropscale study --out {folder} "
-        "--force-new` (the old ledger and outputs go to previous-<time>/)"
+        "move it aside, or start over with `dropscale study --out "
+        f"{quote(str(folder))} --force-new` (the old ledger and outputs go to "
+        "previous-<time>/)"
         if for_report
         else "move it aside, or pass --force-new to start over there (the old "
         "ledger and outputs go to previous-<time>/), or choose another --out"
@@ -301,6 +303,8 @@ class Ledger:
         try:
             self._db = self._connect()
             stored = self.definition()
+            if config is not None and stored is not None:
+                self.results()  # a broken trial is named now, not hours later
         except LedgerError:
             self.close()
             if config is None or not force_new:
@@ -502,8 +506,9 @@ class Ledger:
             raise LedgerError(
                 f"{LEDGER_NAME} in {str(self.folder)!r}: trial {key!r} has "
                 f"unreadable {column} ({e}); delete that trial so the next run "
-                f'redoes it (sqlite3 {self.path} "DELETE FROM trials WHERE key '
-                f"= '{key}'\"), or start over with --force-new"
+                f"redoes it (sqlite3 {quote(str(self.path))} "
+                f"\"DELETE FROM trials WHERE key = '{key}'\"), or start over "
+                "with --force-new"
             ) from None
         return value
 

@@ -181,7 +181,9 @@ def check_device(device: str) -> torch.device:
 def validate_study(config: StudyConfig) -> Any:
     """Check that ``config`` can run here, touching no output folder: the
     executor is installed, the device exists, and the data set loads with
-    its options into non-empty training and test splits. Returns the data.
+    its options into non-empty training and test splits. Returns the data
+    (``None`` for a remote Ray cluster, whose workers alone can see their
+    device and data files: those are not checked here).
 
     Raises:
         ValueError: what cannot run, naming the key or flag, the value and
@@ -189,6 +191,13 @@ def validate_study(config: StudyConfig) -> Any:
         OSError: the data set's files cannot be read.
     """
     check_executor(config)
+    if config.executor == "ray" and config.address:
+        # a remote cluster's workers hold the device and the data files;
+        # this machine cannot tell, so the workers report those themselves
+        log.info(
+            "ray cluster %s: device and data are checked on its workers", config.address
+        )
+        return None
     check_device(config.device)
     opts = ", ".join(f"{k} = {v!r}" for k, v in config.dataset_options.items())
     where = f"[dataset] {config.dataset}" + (f" ({opts})" if opts else "")
