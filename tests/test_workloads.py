@@ -286,3 +286,39 @@ def test_awd_lstm_report_gives_perplexities(tmp_path):
         one = "(1 seed, no interval)"
         row = f"| {r['scaling']} | 0.3 | {float(r['val_ppl']):.2f} {one} | "
         assert row + f"{float(r['test_ppl']):.2f} {one} |" in text
+
+
+def test_awd_lstm_sgd_trials_average_once_validation_stalls(tmp_path):
+    # The recipe's knobs reach the trainer: checks every 2 steps, patience 1
+    # check, SGD at lr 30 on a tiny corpus -> validation soon gets worse than
+    # an earlier check and averaging starts (with the defaults, 200 steps
+    # between checks and patience 5, it never starts on this corpus).
+    _tiny_corpus(tmp_path)
+    config = StudyConfig(
+        dataset="corpus",
+        dataset_options={
+            "data_dir": str(tmp_path),
+            "window": 6,
+            "min_freq": 1,
+            "eval_streams": 2,
+        },
+        model="awd-lstm",
+        model_options={
+            "emb_size": 8,
+            "hidden_size": 12,
+            "n_layers": 1,
+            "eval_every": 2,
+            "nonmono": 1,
+        },
+        scalings=("inverted",),
+        ps=(0.3,),
+        optimizer="sgd",
+        lr=30.0,
+        **{**FAST, "epochs": 3, "batch_size": 4},
+    )
+    (result,) = run_trial(config, config.trials()[0])
+    start = result.metrics["averaged_from_step"]
+    assert 0 < start < result.metrics["lm_steps"]
+    assert math.exp(result.metrics["nll"]) == pytest.approx(
+        result.metrics["test_ppl"], rel=1e-5
+    )
