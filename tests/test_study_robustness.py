@@ -292,3 +292,36 @@ def test_second_run_and_report_refused_while_a_study_holds_the_folder(
 def test_device_names_are_checked_in_the_config(device):
     with pytest.raises(ValueError, match=r"run\.device \(--device\): got"):
         StudyConfig(**{**CONFIG, "device": device})
+
+
+# ------------------------------------------- 6. verdicts below three seeds
+
+
+def test_two_seed_verdict_never_claims_the_interval_includes_0():
+    from scipy import stats
+
+    from dropscale.study.analysis import Comparison, PVerdict, interval
+
+    diffs = [0.10, 0.11]  # winner minus other, per seed
+    half = stats.t.ppf(0.975, 1) * 0.01 / 2**0.5 / 2**0.5  # s = 0.01 / sqrt 2
+    assert 0.105 - half > 0  # so 0 lies outside this interval
+    v = PVerdict(
+        p=0.3,
+        metric="accuracy",
+        winner="inverted",
+        winner_value=interval([0.9, 0.92]),
+        comparisons=(Comparison("none", interval(diffs)),),
+    )
+    text = v.sentence()
+    assert not v.clear
+    assert "includes 0" not in text, text
+    assert "0 lies outside the interval, but 2 seeds are too few" in text, text
+    # an interval that does include 0 still says so, with the same caveat
+    w = PVerdict(
+        p=0.3,
+        metric="accuracy",
+        winner="inverted",
+        winner_value=interval([0.9, 0.92]),
+        comparisons=(Comparison("none", interval([0.2, -0.1])),),
+    )
+    assert "the interval includes 0, but 2 seeds are too few" in w.sentence()

@@ -147,7 +147,16 @@ def _diff_note(iv: Interval, separated: bool) -> str:
         )
     if separated:
         return "0 lies outside the interval"
-    return "the interval includes 0"
+    where = (
+        "0 lies outside the interval"
+        if iv.low > 0 or iv.high < 0
+        else "the interval includes 0"
+    )
+    if iv.n < 3:
+        # below 3 seeds no interval separates (see ``_side``): say so rather
+        # than claim the interval includes 0 when it does not
+        return f"{where}, but {iv.n} seeds are too few to call a winner (3 needed)"
+    return where
 
 
 def summarise(rows: Iterable[Row], metric: str) -> dict[tuple[str, float], Interval]:
