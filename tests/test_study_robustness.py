@@ -325,3 +325,16 @@ def test_two_seed_verdict_never_claims_the_interval_includes_0():
         comparisons=(Comparison("none", interval([0.2, -0.1])),),
     )
     assert "the interval includes 0, but 2 seeds are too few" in w.sentence()
+
+
+def test_two_seed_batchnorm_sentences_never_claim_the_interval_includes_0():
+    from dropscale.study.analysis import interval
+    from dropscale.study.bnshift import BEFORE, BNShift, OrderComparison
+
+    out = interval([0.10, 0.11])  # excludes 0 (see the verdict test above)
+    acc = interval([0.9, 0.92])
+    c = OrderComparison("inverted", 0.3, diff=out, recal_diff=out, net_fix=out)
+    arm = BNShift(BEFORE, "inverted", 0.3, (), acc, acc, out, acc, acc, out)
+    for text in (c.sentence(), arm.sentence()):
+        assert "includes 0" not in text, text
+        assert "0 lies outside the interval but 2 seeds are too few" in text, text

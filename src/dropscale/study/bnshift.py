@@ -121,6 +121,8 @@ class BNShift:
             gain += ", a gain beyond the interval"
         elif f.n >= 3 and f.high < 0:
             gain += ", a loss beyond the interval"
+        elif f.low > 0 or f.high < 0:  # below 3 seeds: too few to call it
+            gain += f", 0 lies outside the interval but {f.n} seeds are too few"
         else:
             gain += ", the interval includes 0"
         parts.append(gain)
@@ -202,9 +204,12 @@ class OrderComparison:
 
     def sentence(self) -> str:
         d, r, g = self.diff, self.recal_diff, self.net_fix
+        outside = d.low > 0 or d.high < 0
         tag = (
             "beyond the interval"
-            if d.n >= 3 and (d.low > 0 or d.high < 0)
+            if d.n >= 3 and outside
+            else f"0 lies outside the interval but {d.n} seeds are too few"
+            if outside
             else "the interval includes 0"
         )
         return (
