@@ -388,3 +388,27 @@ def test_python_m_dropscale_moments_json():
     assert set(by_key) == {(n, p) for n in NAMES for p in PS}
     for p, std in INVERTED_STD.items():
         assert round(by_key["inverted", p]["train_std"], 4) == std
+
+
+def test_moments_table_columns_never_merge_at_extreme_p(capsys):
+    # Once "1.0000639602.4510": variance's mean e/t next to a huge train std.
+    code, out, _ = run(
+        capsys, "moments", "--p", "0.99999999999", "--mean", "1e6", "--std", "1"
+    )
+    assert code == 0
+    rows = [line for line in out.splitlines() if " 0.99999999999 " in line]
+    assert len(rows) == 7, out  # every rule, p told apart from 1
+    for line in rows:
+        fields = line.split()
+        assert len(fields) == 11, line  # scaling, p, 9 numbers
+        assert fields[1] == "0.99999999999"
+        for f in fields[2:]:
+            float(f)
+    assert "at p = 0.99999999999:" in out
+    for argv in (["--example", "linear"], ["--batchnorm"]):
+        code, out, _ = run(capsys, "moments", "--p", "0.99999999999", *argv)
+        assert code == 0 and " 0.99999999999 " in out
+        for line in out.splitlines():
+            if " 0.99999999999 " in line:
+                for f in line.split()[-5:]:
+                    float(f)

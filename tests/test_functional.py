@@ -479,3 +479,90 @@ def test_monte_carlo_shared_dims_fraction_counts_decisions_not_elements():
     n = decisions.numel()
     kept = (decisions != 0).double().mean().item()
     assert abs(kept - q) <= Z * math.sqrt(q * (1 - q) / n)
+
+
+# ------------------------------------------- p whose q_eff is 0, a = 0, dtypes
+
+# 1 - p = 1e-11 is below 2^-33: the sampler's threshold round(q 2^32) is 0.
+P_ALL = 1 - 1e-11
+
+
+def test_drops_all_is_p_one_or_q_eff_zero():
+    assert F.effective_keep_prob(1 - P_ALL) == 0.0
+    assert F.drops_all(1.0) and F.drops_all(P_ALL)
+    assert not F.drops_all(1 - 2.0**-31)  # q_eff = 2^-31 > 0
+    assert not F.drops_all(0.5)
+
+
+@every_convention
+def test_q_eff_zero_acts_like_p_one(scaling):
+    x = torch.tensor([math.inf, -math.inf, 1.0, -2.5, 0.0], requires_grad=True)
+    y = F.dropout(x, P_ALL, scaling=scaling, training=True)
+    assert torch.equal(y, torch.zeros(5))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.zeros(5))
+    m = F.dropout_mask(torch.ones(1), (3, 4), P_ALL, scaling=scaling)
+    assert torch.equal(m, torch.zeros(3, 4))
+    # eval: b at q_eff = 0, the same as at p = 1 (0 for classic, else b(0))
+    ev, ev1 = (F.dropout(x, pp, scaling=scaling, training=False) for pp in (P_ALL, 1))
+    assert torch.equal(ev, ev1)
+
+
+def test_custom_a_zero_gives_exact_zeros_even_for_inf():
+    x = torch.tensor([math.inf, -math.inf, 2.0] * 100, requires_grad=True)
+    for p in (0.3, 0.9):
+        y = F.dropout(x, p, scaling=(0.0, 1.0), training=True, generator=gen(1))
+        assert torch.equal(y, torch.zeros(300)), "0 * inf must not give NaN"
+        y.sum().backward()
+        assert torch.equal(x.grad, torch.zeros(300))
+        m = F.dropout_mask(x, (300,), p, scaling=(0.0, 1.0))
+        assert torch.equal(m, torch.zeros(300))
+
+
+@pytest.mark.parametrize(
+    ("size", "error", "needle"),
+    [
+        ((-1,), ValueError, "got -1"),
+        ((2, -3), ValueError, "got -3"),
+        ((2.7,), TypeError, "got 2.7"),
+        (("3",), TypeError, "got '3'"),
+        ((True,), TypeError, "got True"),
+        (3, TypeError, "got 3"),
+    ],
+)
+def test_mask_size_must_be_non_negative_integers(size, error, needle):
+    with pytest.raises(error, match=needle):
+        F.dropout_mask(torch.ones(1), size, 0.5)
+
+
+def test_mask_size_accepts_zero_and_integer_tensors():
+    assert F.dropout_mask(torch.ones(1), (0, 2), 0.5).shape == (0, 2)
+    assert F.dropout_mask(torch.ones(1), (torch.tensor(2),), 0.5).shape == (2,)
+
+
+def test_float16_factor_that_overflows_is_an_error_naming_p_and_dtype():
+    # q_eff ~ 1e-5, so a = 1 / q_eff ~ 1e5 > 65504, float16's largest value.
+    x = torch.ones(1000, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"p=0\.99999.*float16.*float32"):
+        F.dropout(x, 0.99999, training=True)
+    with pytest.raises(ValueError, match=r"p=0\.99999.*float16.*float32"):
+        F.dropout_mask(x, (10,), 0.99999)
+    with pytest.raises(ValueError, match="inference factor"):
+        F.dropout(x, 0.5, scaling=(1.0, 1e6), training=False)
+    # a = 1 / q_eff ~ 1e4 fits: no error, finite values a or 0
+    y = F.dropout(x, 0.9999, training=True, generator=gen(2))
+    assert bool(torch.isfinite(y).all())
+    assert F.dropout(x.float(), 0.99999, training=True).dtype == torch.float32
+
+
+def test_structured_forms_follow_the_q_eff_zero_rule():
+    from dropscale.structured import EmbeddingDropout, RNNDropout, WeightDropout
+
+    x = torch.tensor([math.inf, 1.0]).repeat(2, 3, 1)
+    assert torch.equal(RNNDropout(P_ALL)(x), torch.zeros(2, 3, 2))
+    emb = torch.nn.Embedding(4, 3)
+    out = EmbeddingDropout(emb, P_ALL)(torch.tensor([0, 3]))
+    assert torch.equal(out, torch.zeros(2, 3))
+    lin = torch.nn.Linear(3, 2)
+    out = WeightDropout(lin, P_ALL, names="weight")(torch.ones(1, 3))
+    assert torch.equal(out, lin.bias.detach().view(1, 2))

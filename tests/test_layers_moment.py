@@ -6,12 +6,16 @@ unless a test states another level; standard errors come from the variance of
 the statistic at the sample size used.
 """
 
+import copy
+import io
 import math
+import pickle
 
 import pytest
 import torch
 from torch import nn
 
+import dropscale
 from dropscale.layers import MOMENT, Dropout
 
 
@@ -223,3 +227,46 @@ def test_moment_errors():
         frozen(torch.ones(4, 2))
     with pytest.raises(ValueError, match="read .factors"):
         Dropout(0.5).moment_factors()
+
+
+def _save_load(layer: Dropout) -> Dropout:
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize(
+    "clone",
+    [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m)), _save_load],
+    ids=["deepcopy", "pickle", "torch.save"],
+)
+def test_moment_layer_survives_copy_pickle_and_save(clone):
+    # The copies hold an equal, not identical, Scaling: the layer must still
+    # recognise the moment rule (it once tested identity and raised).
+    layer = Dropout(0.3, scaling="moment", num_features=4)
+    layer(torch.randn(10, 4, generator=gen(5)) * 2 + 1)
+    twin = clone(layer)
+    assert twin.scaling is not MOMENT and twin.is_moment
+    x = torch.randn(5, 4, generator=gen(6))
+    twin.update_running_stats = layer.update_running_stats = False
+    assert torch.equal(twin(x, generator=gen(7)), layer(x, generator=gen(7)))
+    scale, shift = layer.moment_factors()
+    assert torch.equal(twin.moment_factors()[0], scale)
+    assert torch.equal(twin.moment_factors()[1], shift)
+    layer.eval(), twin.eval()
+    assert torch.equal(twin(x), x) and torch.equal(layer(x), x)
+    assert "num_features=4" in repr(twin)
+    # mc_dropout recognises the copy as a moment layer and freezes its statistics.
+    twin.update_running_stats = True
+    before = twin.running_mean.clone()
+    with dropscale.mc_dropout(twin):
+        twin(torch.randn(6, 4, generator=gen(8)))
+    assert torch.equal(twin.running_mean, before) and twin.update_running_stats
+
+
+def test_moment_refuses_p_whose_keep_probability_rounds_to_zero():
+    # 1 - p = 1e-11 < 2^-33: q_eff = 0 and the layer treats p like p = 1.
+    with pytest.raises(ValueError, match="p < 1, got p=0.99999999999"):
+        Dropout(1 - 1e-11, scaling="moment", num_features=3)
+    Dropout(1 - 2.0**-31, scaling="moment", num_features=3)  # q_eff = 2^-31

@@ -8,6 +8,7 @@ probability about 5.7e-7 per check.
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -423,3 +424,36 @@ def test_dropscale_layers_follow_the_exact_moments(rule):
         se_mean, se_std = math.sqrt(2) * se_mean, math.sqrt(2) * se_std
     assert abs(y.mean().item() - m.train_mean) < Z * se_mean
     assert abs(y.std().item() - m.train_std) < Z * se_std
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"mean": 1e200}, "mean=1e+200 is too large"),
+        ({"mean": -1e200}, "mean=-1e+200 is too large"),
+        ({"std": 1e200}, "std=1e+200 is too large"),
+        ({"mean": 1e308, "std": 1e308}, "at most 1e+100"),
+        ({"input": "uniform", "std": 1e150}, "too large"),
+    ],
+)
+def test_input_scale_beyond_the_bound_is_a_value_error(kwargs, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        moments(0.5, **kwargs)
+
+
+def test_empirical_sample_beyond_the_bound_is_a_value_error():
+    sample = torch.tensor([1.0, -1e150, 2.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"1 of 3 values exceed 1e\+100.*-1e\+150"):
+        moments(0.5, input=sample)
+
+
+def test_input_scale_at_the_bound_gives_finite_exact_moments():
+    # inverted, p = 0.5: Var = a^2 q (sigma^2 + p mu^2) = 2 (1 + 0.5) 1e200.
+    m = moments(0.5, mean=1e100, std=1e100)
+    assert m.train_std == pytest.approx(math.sqrt(3.0) * 1e100, rel=1e-12)
+    assert m.train_mean == pytest.approx(1e100, rel=1e-12)
+    assert math.isfinite(m.train_second) and math.isfinite(m.var_ratio)
+    with pytest.raises(ValueError, match="too large"):
+        matched_factors(0.5, 1e101, 1.0)
+    with pytest.raises(ValueError, match="mean: \\|mean\\| must be at most"):
+        linear_moments(torch.ones(1, 3), 0.5, mean=[0.0, 1e200, 0.0])

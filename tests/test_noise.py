@@ -150,3 +150,25 @@ def test_gaussian_dropout_refuses_p1():
         gaussian_dropout(torch.ones(2), 1.0, training=True)
     with pytest.raises(ValueError, match="infinite variance"):
         GaussianDropout(keep_prob=0.0)
+
+
+def test_alpha_where_q_eff_rounds_to_zero_acts_like_p_one():
+    # 1 - p = 1e-11 < 2^-33: the mask keeps nothing, so the output is p = 1's.
+    p = 1 - 1e-11
+    assert alpha_factors(p) == (0.0, 0.0, 0.0)
+    x = torch.tensor([math.inf, 1.0, -3.0, 0.0, 2.0])
+    assert torch.equal(alpha_dropout(x, p, training=True), torch.zeros(5))
+    assert torch.equal(AlphaDropout(p)(x), torch.zeros(5))
+    a, b, dropped = alpha_factors(1 - 2.0**-31)  # q_eff = 2^-31: finite factors
+    assert math.isfinite(a) and math.isfinite(b) and math.isfinite(dropped)
+
+
+def test_gaussian_just_below_one_uses_exact_q_and_refuses_float16_overflow():
+    # No mask, so the exact q = 1 - p: std sqrt(p / q) ~ 3.2e5 is finite.
+    p = 1 - 1e-11
+    y = gaussian_dropout(torch.ones(1000), p, training=True)
+    assert bool(torch.isfinite(y).all())
+    # the sample std of 1000 draws is within a few % of sqrt(p / q) = 3.2e5
+    assert y.std().item() > 1e5
+    with pytest.raises(ValueError, match=r"p=0\.99999999999.*float16.*float32"):
+        gaussian_dropout(torch.ones(10, dtype=torch.float16), p, training=True)

@@ -370,3 +370,73 @@ def test_cli_bad_input_is_one_line(capsys, argv, needle):
     assert code == 2
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 99999999999999999999999])
+def test_seed_out_of_range_is_a_value_error_naming_it(seed):
+    with pytest.raises(ValueError, match=rf"seed must be in \[0, 2\^63 - 1\].*{seed}"):
+        simulate(0.5, n_elements=10, seed=seed)
+    with pytest.raises(ValueError, match="seed must be in"):
+        simulate_linear(torch.ones(1, 2), 0.5, n_samples=10, seed=seed)
+    with pytest.raises(ValueError, match="seed must be in"):
+        simulate_batchnorm(0.5, n_samples=10, seed=seed)
+
+
+def test_largest_seed_is_accepted():
+    r = simulate(0.5, n_elements=100, seed=2**63 - 1)
+    assert r.seed == 2**63 - 1 and math.isfinite(r.output.mean)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["moments", "--mean", "1e308", "--std", "1e308"], "mean=1e+308 is too large"),
+        (["moments", "--std", "1e200"], "std=1e+200 is too large"),
+        (["simulate", "--n", "30", "--mean", "1e200"], "mean=1e+200 is too large"),
+        (
+            ["simulate", "--seed", "99999999999999999999999"],
+            "argument --seed: must be in [0, 2^63 - 1]",
+        ),
+        (["simulate", "--seed", "-1"], "argument --seed"),
+        (["simulate", "--n", "100000000"], "1e+16 values per run, over --max-values"),
+        (["simulate", "--n", "100000000"], "305 days per run (3 runs)"),
+        (["simulate", "--n", "200", "--max-values", "1000"], "4e+04 values"),
+        (["simulate", "--linear", "--n", "10", "--max-values", "999"], "1e+03 values"),
+        (["simulate", "--max-values", "0"], "argument --max-values"),
+    ],
+)
+def test_cli_out_of_range_values_are_one_line(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_cli_max_values_documented_and_raised_limit_runs(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert "--max-values" in " ".join(capsys.readouterr().out.split())
+    code, out, _ = run(
+        capsys, "simulate", "--n", "40", "--p", "0.5", "--max-values", "1600"
+    )
+    assert code == 0 and "40 x 40" in out
+
+
+def test_cli_table_columns_never_merge_at_extreme_p_and_scale(capsys):
+    code, out, _ = run(
+        capsys, "simulate", "--n", "30", "--p", "0.99999999999", "0.5",
+        "--mean", "1e50", "--scaling", "inverted", "classic",
+    )  # fmt: skip
+    assert code == 0
+    rows = [
+        line for line in out.splitlines() if line.startswith(("inverted", "classic"))
+    ]
+    assert len(rows) == 12
+    for line in rows:
+        # label, part, then 8 numbers and intervals, each standing alone
+        fields = line.replace(", ", ",").split()
+        assert len(fields) == 10, line
+        assert fields[0].endswith((",0.99999999999", ",0.5")), line
+        assert fields[1] in ("input", "train", "eval"), line
+        for f in fields[2:]:
+            for number in f.strip("[]").split(","):
+                float(number)
