@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from dropscale._io import atomic_write
+
 __all__ = [
     "CHECKSUM_FILE",
     "atomic_write_bytes",
@@ -60,17 +62,7 @@ def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, data)
 
 
 def write_checksums(folder: Path | str, names: Iterable[str]) -> dict[str, str]:

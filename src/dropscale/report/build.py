@@ -37,7 +37,7 @@ class ReportPaths:
 
 
 def _write(path: Path, data: bytes) -> None:
-    from dropscale.study.runner import atomic_write
+    from dropscale._io import atomic_write
 
     atomic_write(path, data)
 

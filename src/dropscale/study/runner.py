@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from dropscale._io import atomic_write
 from dropscale.study.analysis import PVerdict, SpreadVerdict, mean_or_spread, verdicts
 from dropscale.study.config import StudyConfig
 from dropscale.study.executors import RAY_HINT, run_groups
@@ -44,7 +45,6 @@ from dropscale.study.trial import TrialResult, load_data
 
 __all__ = [
     "StudyOutcome",
-    "atomic_write",
     "check_device",
     "check_executor",
     "check_out_dir",
@@ -69,20 +69,6 @@ class StudyOutcome:
     n_run: int
     verdicts: list[PVerdict]
     spread: list[SpreadVerdict]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _foreign(folder: Path) -> list[str]:
