@@ -349,10 +349,13 @@ def test_mask_values_are_zero_or_a(scaling, p):
 
 
 @every_convention
-def test_mask_at_p_zero_is_all_a(scaling):
-    a, _ = factors(scaling, 1.0)
-    m = F.dropout_mask(torch.ones(1), [3, 2], 0.0, scaling=scaling)
-    assert torch.equal(m, torch.full((3, 2), a))
+def test_mask_at_p_zero_is_the_identity_like_dropout(scaling):
+    # p = 0 disables dropout in every convention, a custom pair included, so
+    # the mask must agree with dropout(x, 0) == x rather than carry a(q).
+    x = torch.randn(3, 2)
+    m = F.dropout_mask(x, [3, 2], 0.0, scaling=scaling)
+    assert torch.equal(m, torch.ones(3, 2))
+    assert torch.equal(x * m, F.dropout(x, 0.0, scaling=scaling, training=True))
 
 
 def test_mask_accepts_torch_size():

@@ -94,6 +94,12 @@ def test_rnn_dropout_errors_and_repr():
         RNNDropout(-0.1)
     with pytest.raises(ValueError, match="moment"):
         RNNDropout(0.5, scaling="moment")
+    # the layers' own MOMENT convention object is refused the same way, at
+    # construction rather than at the first forward
+    from dropscale.layers import MOMENT
+
+    with pytest.raises(ValueError, match="not available here"):
+        RNNDropout(0.5, scaling=MOMENT)
     with pytest.raises(ValueError, match=r"3-D.*\(4, 8\)"):
         RNNDropout(0.5)(torch.ones(4, 8))
     with pytest.raises(TypeError, match="dtype"):

@@ -198,7 +198,8 @@ def dropout_mask(
 
     It has ``x``'s dtype and device, so ``x * dropout_mask(x, (B, 1, H), p)``
     is dropout with one mask shared over dimension 1. At ``p = 1`` the mask is
-    all zeros.
+    all zeros; at ``p = 0`` it is all ones in every convention, matching
+    :func:`dropout`, which returns ``x`` itself there.
 
     Args:
         x: tensor whose dtype and device the mask takes.
@@ -211,6 +212,10 @@ def dropout_mask(
     _check_dtype(x)
     size = _check_size(size)
     conv = get_scaling(scaling)
+    if p == 0.0:
+        # p = 0 disables dropout in every convention, as in dropout(): the mask
+        # is the identity, so x * mask == dropout(x, 0, training=True).
+        return torch.ones(size, dtype=x.dtype, device=x.device)
     if drops_all(p):
         return torch.zeros(size, dtype=x.dtype, device=x.device)
     q = effective_keep_prob(1.0 - p)
@@ -218,8 +223,6 @@ def dropout_mask(
     if a == 0.0:
         return torch.zeros(size, dtype=x.dtype, device=x.device)
     _check_factor("training", a, x, p)
-    if p == 0.0:
-        return torch.full(size, a, dtype=x.dtype, device=x.device)
     keep = keep_mask(size, q, device=x.device, generator=generator)
     return keep.to(x.dtype).mul_(a)
 

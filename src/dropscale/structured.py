@@ -45,7 +45,10 @@ _RNN_NONCONTIGUOUS_WARNING = re.escape(
 
 
 def _structured_scaling(owner: str, scaling: ScalingLike) -> Scaling:
-    if isinstance(scaling, str) and scaling.strip().lower() == "moment":
+    name = scaling.strip().lower() if isinstance(scaling, str) else None
+    if isinstance(scaling, Scaling):
+        name = scaling.name
+    if name == "moment":
         raise ValueError(
             f"{owner}: scaling='moment' is not available here, because it needs "
             "running per-unit statistics of the dropped tensor; use "
