@@ -19,6 +19,7 @@ from dropscale import _sampler
 from dropscale.scaling import ScalingLike, get_scaling
 
 __all__ = [
+    "check_shared_dims",
     "drops_all",
     "dropout",
     "dropout_mask",
@@ -81,6 +82,16 @@ def _check_dtype(x: Tensor) -> None:
         )
 
 
+def check_shared_dims(shared_dims: Sequence[int]) -> tuple[int, ...]:
+    """``shared_dims`` as a tuple of ints, checked when a layer is built (their
+    range is checked against each input by :func:`mask_shape`)."""
+    dims = tuple(shared_dims)
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise TypeError(f"shared_dims: dims must be integers, got {d!r}")
+    return dims
+
+
 def mask_shape(shape: Sequence[int], shared_dims: Sequence[int]) -> tuple[int, ...]:
     """``shape`` with every dim in ``shared_dims`` set to 1 (one decision shared
     along it). Negative dims count from the end.
@@ -89,9 +100,7 @@ def mask_shape(shape: Sequence[int], shared_dims: Sequence[int]) -> tuple[int, .
         ValueError: a dim out of range for ``shape``, naming it.
     """
     out = list(shape)
-    for d in shared_dims:
-        if isinstance(d, bool) or not isinstance(d, int):
-            raise TypeError(f"shared_dims: dims must be integers, got {d!r}")
+    for d in check_shared_dims(shared_dims):
         if not -len(out) <= d < len(out):
             raise ValueError(
                 f"shared_dims: dim {d} is out of range for a tensor with "

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from dropscale.functional import (
+    check_shared_dims,
     dropout,
     drops_all,
     effective_keep_prob,
@@ -22,7 +23,7 @@ from dropscale.functional import (
     mask_shape,
     resolve_p,
 )
-from dropscale.scaling import Scaling, ScalingLike, get_scaling
+from dropscale.scaling import Scaling, ScalingLike, _one, get_scaling
 
 __all__ = ["MOMENT", "Dropout"]
 
@@ -33,10 +34,6 @@ def _no_constant_train_factor(q: float) -> float:
         "unit and follow the running statistics; read them with "
         "Dropout.moment_factors()"
     )
-
-
-def _one(q: float) -> float:
-    return 1.0
 
 
 MOMENT = Scaling(
@@ -60,14 +57,6 @@ def _is_moment(scaling: ScalingLike) -> bool:
     if isinstance(scaling, str):
         return scaling.strip().lower() == MOMENT.name
     return isinstance(scaling, Scaling) and scaling.name == MOMENT.name
-
-
-def _check_shared_dims(shared_dims: Sequence[int]) -> tuple[int, ...]:
-    dims = tuple(shared_dims)
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, int):
-            raise TypeError(f"shared_dims: dims must be integers, got {d!r}")
-    return dims
 
 
 class Dropout(nn.Module):
@@ -143,7 +132,7 @@ class Dropout(nn.Module):
         if p is None and keep_prob is None:
             p = 0.5
         self.p = resolve_p(p, keep_prob)
-        self.shared_dims = _check_shared_dims(shared_dims)
+        self.shared_dims = check_shared_dims(shared_dims)
         self.update_running_stats = True
         if not _is_moment(scaling):
             if num_features is not None:

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from dropscale.functional import (
+    check_shared_dims,
     drops_all,
     effective_keep_prob,
     keep_mask,
@@ -70,14 +71,6 @@ def _check_real(x: Tensor, owner: str) -> None:
             f"{owner} needs a real floating-point tensor, got dtype {x.dtype}; "
             "convert it first, for example x.float()"
         )
-
-
-def _check_shared_dims(shared_dims: Sequence[int]) -> tuple[int, ...]:
-    dims = tuple(shared_dims)
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, int):
-            raise TypeError(f"shared_dims: dims must be integers, got {d!r}")
-    return dims
 
 
 def alpha_factors(p: float) -> tuple[float, float, float]:
@@ -120,7 +113,7 @@ def alpha_dropout(
     if not isinstance(training, bool):
         raise TypeError(f"training must be True or False, got {training!r}")
     p = resolve_p(p, keep_prob)
-    shape = mask_shape(x.shape, _check_shared_dims(shared_dims))
+    shape = mask_shape(x.shape, check_shared_dims(shared_dims))
     if not training or p == 0.0 or x.numel() == 0:
         return x
     _check_real(x, "alpha_dropout")
@@ -156,7 +149,7 @@ def gaussian_dropout(
     if not isinstance(training, bool):
         raise TypeError(f"training must be True or False, got {training!r}")
     p = _gaussian_p(p, keep_prob)
-    shape = mask_shape(x.shape, _check_shared_dims(shared_dims))
+    shape = mask_shape(x.shape, check_shared_dims(shared_dims))
     if not training or p == 0.0 or x.numel() == 0:
         return x
     _check_real(x, "gaussian_dropout")
@@ -207,7 +200,7 @@ class AlphaDropout(nn.Module):
     ) -> None:
         super().__init__()
         self.p = 0.5 if p is None and keep_prob is None else resolve_p(p, keep_prob)
-        self.shared_dims = _check_shared_dims(shared_dims)
+        self.shared_dims = check_shared_dims(shared_dims)
 
     def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Alpha-drop ``x`` in training; return it unchanged in eval mode."""
@@ -247,7 +240,7 @@ class GaussianDropout(nn.Module):
     ) -> None:
         super().__init__()
         self.p = 0.5 if p is None and keep_prob is None else _gaussian_p(p, keep_prob)
-        self.shared_dims = _check_shared_dims(shared_dims)
+        self.shared_dims = check_shared_dims(shared_dims)
 
     def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Multiply ``x`` by ``N(1, p / q)`` noise in training; identity in eval."""
