@@ -93,11 +93,16 @@ def test_moment_first_batch_sets_statistics_and_exact_factors():
     assert layer.running_var.tolist() == [2.0, 0.0]
     assert int(layer.num_batches_tracked) == 1
     # q = 0.8: A = sqrt(2 / (0.8 * 2 + 0.8 * 0.2 * 4)) = sqrt(2 / 2.24),
-    # B = 2 * (1 - 0.8 A); the all-zero unit gets A = 1 / q = 1.25, B = 0.
+    # B = 2 * (1 - 0.8 A); the all-zero unit gets the 0/0 limit along mu = 0,
+    # A = 1 / sqrt(q) = 1 / sqrt(0.8), B = 0, as dropscale.moments does.
     a0 = math.sqrt(2 / 2.24)
     b0 = 2 * (1 - 0.8 * a0)
     scale, shift = layer.moment_factors()
-    assert scale.tolist() == pytest.approx([a0, 1.25], rel=1e-6)
+    assert scale.tolist() == pytest.approx([a0, 1 / math.sqrt(0.8)], rel=1e-6)
+    assert scale[1].item() == pytest.approx(
+        dropscale.moments(0.2, mean=0.0, std=0.0, scaling="moment").constants["A"],
+        rel=1e-6,
+    )
     assert shift.tolist() == pytest.approx([b0, 0.0], abs=1e-6)
     assert round(a0, 6) == 0.944911 and round(b0, 6) == 0.488142
     for row in range(2):

@@ -9,6 +9,7 @@ estimates of ``mu`` and ``sigma^2`` as buffers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -83,7 +84,8 @@ class Dropout(nn.Module):
     ``running = (1 - momentum) * running + momentum * batch``, then uses them;
     the very first training batch sets them outright, so no warm-up period
     runs on the initial values. ``A`` and ``B`` carry no gradient. A unit with
-    ``sigma^2 = mu = 0`` gets ``A = 1 / q``, ``B = 0``. ``p = 1`` is refused
+    ``sigma^2 = mu = 0`` gets ``A = 1 / sqrt(q)`` (the limit along ``mu = 0``, as
+    in :func:`dropscale.moments.matched_factors`), ``B = 0``. ``p = 1`` is refused
     (with every unit dropped the variance cannot be kept), and so is any ``p``
     with ``q_eff = 0`` (:func:`~dropscale.functional.drops_all`).
 
@@ -225,7 +227,10 @@ class Dropout(nn.Module):
         mu, var = self.running_mean, self.running_var
         denom = q * var + q * (1.0 - q) * mu**2
         safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-        scale = torch.where(denom > 0, (var / safe).sqrt(), torch.full_like(mu, 1 / q))
+        # 0/0 (sigma^2 = mu = 0): the limit along mu = 0, 1 / sqrt(q), as in
+        # dropscale.moments.matched_factors.
+        limit = torch.full_like(mu, 1 / math.sqrt(q))
+        scale = torch.where(denom > 0, (var / safe).sqrt(), limit)
         return scale, mu * (1.0 - scale * q)
 
     def _moment_forward(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
