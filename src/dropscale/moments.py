@@ -59,6 +59,7 @@ import torch
 from torch import Tensor, nn
 
 from dropscale.functional import resolve_p
+from dropscale.noise import SELU_ALPHA, SELU_LAMBDA
 from dropscale.scaling import SCALINGS, Scaling, ScalingLike, get_scaling
 
 __all__ = [
@@ -87,9 +88,6 @@ __all__ = [
     "resolve_input",
     "rule_names",
 ]
-
-SELU_ALPHA = 1.6732632423543772
-SELU_LAMBDA = 1.0507009873554805
 
 #: Rules beyond the ``(a, b)`` conventions of :mod:`dropscale.scaling`.
 EXTRA_RULES = ("alpha", "gaussian", "moment")
