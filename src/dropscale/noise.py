@@ -174,7 +174,49 @@ def _gaussian_p(p: float | None, keep_prob: float | None) -> float:
     return p
 
 
-class AlphaDropout(nn.Module):
+class _NoiseDropout(nn.Module):
+    """Shared body of the noise layers: ``p``, ``shared_dims``, the functional
+    form they call and the name their ``repr`` shows."""
+
+    p: float
+    shared_dims: tuple[int, ...]
+    _rule: str
+
+    def __init__(
+        self,
+        p: float | None = None,
+        *,
+        keep_prob: float | None = None,
+        shared_dims: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        self.p = 0.5 if p is None and keep_prob is None else self._p(p, keep_prob)
+        self.shared_dims = check_shared_dims(shared_dims)
+
+    @staticmethod
+    def _p(p: float | None, keep_prob: float | None) -> float:
+        return resolve_p(p, keep_prob)
+
+    @staticmethod
+    def _apply(x: Tensor, p: float, **kwargs) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Apply the noise in training; return ``x`` unchanged in eval mode."""
+        return self._apply(
+            x,
+            self.p,
+            training=self.training,
+            generator=generator,
+            shared_dims=self.shared_dims,
+        )
+
+    def extra_repr(self) -> str:
+        shared = f", shared_dims={self.shared_dims}" if self.shared_dims else ""
+        return f"p={self.p:g}, rule={self._rule!r}{shared}"
+
+
+class AlphaDropout(_NoiseDropout):
     """Alpha dropout for self-normalising (SELU) networks.
 
     Training: kept units ``a * x + b``, dropped units ``a * alpha' * q``, with
@@ -188,36 +230,11 @@ class AlphaDropout(nn.Module):
             drops whole feature maps (feature alpha dropout).
     """
 
-    p: float
-    shared_dims: tuple[int, ...]
-
-    def __init__(
-        self,
-        p: float | None = None,
-        *,
-        keep_prob: float | None = None,
-        shared_dims: Sequence[int] = (),
-    ) -> None:
-        super().__init__()
-        self.p = 0.5 if p is None and keep_prob is None else resolve_p(p, keep_prob)
-        self.shared_dims = check_shared_dims(shared_dims)
-
-    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """Alpha-drop ``x`` in training; return it unchanged in eval mode."""
-        return alpha_dropout(
-            x,
-            self.p,
-            training=self.training,
-            generator=generator,
-            shared_dims=self.shared_dims,
-        )
-
-    def extra_repr(self) -> str:
-        shared = f", shared_dims={self.shared_dims}" if self.shared_dims else ""
-        return f"p={self.p:g}, rule='alpha'{shared}"
+    _rule = "alpha"
+    _apply = staticmethod(alpha_dropout)
 
 
-class GaussianDropout(nn.Module):
+class GaussianDropout(_NoiseDropout):
     """Multiplicative Gaussian noise ``N(1, p / q)`` in training, identity at
     inference: the first two moments of inverted dropout without zeros.
 
@@ -228,30 +245,6 @@ class GaussianDropout(nn.Module):
         shared_dims: dims sharing one noise draw.
     """
 
-    p: float
-    shared_dims: tuple[int, ...]
-
-    def __init__(
-        self,
-        p: float | None = None,
-        *,
-        keep_prob: float | None = None,
-        shared_dims: Sequence[int] = (),
-    ) -> None:
-        super().__init__()
-        self.p = 0.5 if p is None and keep_prob is None else _gaussian_p(p, keep_prob)
-        self.shared_dims = check_shared_dims(shared_dims)
-
-    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """Multiply ``x`` by ``N(1, p / q)`` noise in training; identity in eval."""
-        return gaussian_dropout(
-            x,
-            self.p,
-            training=self.training,
-            generator=generator,
-            shared_dims=self.shared_dims,
-        )
-
-    def extra_repr(self) -> str:
-        shared = f", shared_dims={self.shared_dims}" if self.shared_dims else ""
-        return f"p={self.p:g}, rule='gaussian'{shared}"
+    _rule = "gaussian"
+    _p = staticmethod(_gaussian_p)
+    _apply = staticmethod(gaussian_dropout)
