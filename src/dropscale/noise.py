@@ -113,7 +113,7 @@ def alpha_dropout(
     if not isinstance(training, bool):
         raise TypeError(f"training must be True or False, got {training!r}")
     p = resolve_p(p, keep_prob)
-    shape = mask_shape(x.shape, check_shared_dims(shared_dims))
+    shape = mask_shape(x.shape, shared_dims)
     if not training or p == 0.0 or x.numel() == 0:
         return x
     _check_real(x, "alpha_dropout")
@@ -149,7 +149,7 @@ def gaussian_dropout(
     if not isinstance(training, bool):
         raise TypeError(f"training must be True or False, got {training!r}")
     p = _gaussian_p(p, keep_prob)
-    shape = mask_shape(x.shape, check_shared_dims(shared_dims))
+    shape = mask_shape(x.shape, shared_dims)
     if not training or p == 0.0 or x.numel() == 0:
         return x
     _check_real(x, "gaussian_dropout")

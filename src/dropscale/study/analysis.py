@@ -344,16 +344,21 @@ def _f(r: Row, key: str) -> float:
     return float(r[key])  # type: ignore[arg-type]
 
 
+def _arm(rows: Iterable[Row], scaling: str, p: float) -> list[Row]:
+    """The rows of one (scaling, p) arm, one per seed."""
+    return [
+        r
+        for r in rows
+        if str(r["scaling"]) == scaling and float(r["p"]) == p  # type: ignore[arg-type]
+    ]
+
+
 def paired_interval(
     rows: Iterable[Row], scaling: str, p: float, metric_a: str, metric_b: str
 ) -> Interval | None:
     """Interval of ``metric_a - metric_b`` over the seeds of one (scaling, p);
     both metrics come from the same trained model, so the pairing is exact."""
-    diffs = [
-        _f(r, metric_a) - _f(r, metric_b)
-        for r in rows
-        if str(r["scaling"]) == scaling and float(r["p"]) == p  # type: ignore[arg-type]
-    ]
+    diffs = [_f(r, metric_a) - _f(r, metric_b) for r in _arm(rows, scaling, p)]
     return interval(diffs) if diffs else None
 
 
@@ -361,11 +366,7 @@ def sweep_curve(
     rows: Iterable[Row], scaling: str, p: float, scales: Iterable[float]
 ) -> list[tuple[float, Interval, Interval]]:
     """(c, accuracy interval, NLL interval) over the eval-scale grid."""
-    rows = [
-        r
-        for r in rows
-        if str(r["scaling"]) == scaling and float(r["p"]) == p  # type: ignore[arg-type]
-    ]
+    rows = _arm(rows, scaling, p)
     out = []
     for c in scales:
         key = f"scale_{c:g}"
@@ -384,11 +385,7 @@ def mc_curve(
     rows: Iterable[Row], scaling: str, p: float, samples: Iterable[int]
 ) -> list[tuple[int, Interval, Interval]]:
     """(T, MC accuracy interval, interval of MC minus own-rule accuracy)."""
-    rows = [
-        r
-        for r in rows
-        if str(r["scaling"]) == scaling and float(r["p"]) == p  # type: ignore[arg-type]
-    ]
+    rows = _arm(rows, scaling, p)
     out = []
     for t in samples:
         key = f"mc_{t}_accuracy"
